@@ -1,0 +1,500 @@
+//! HealthActor: one per instance. Decides whether the instance is usable, from active probes of
+//! `GET /api/v2/healthcheck` (rise/fall), passive failure reports from the proxy (instant
+//! mark-down), and admin overrides that expire by themselves. Every change is logged and pushed
+//! to its subscribers (the router).
+//!
+//! It never routes requests and never retries them: it only judges and reports.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use log::{info, warn};
+use serde::Serialize;
+
+use super::guarded;
+use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
+
+/// Consecutive good probes before a down instance is used again.
+pub const RISE: u32 = 2;
+/// Consecutive failed probes before an up instance is taken out.
+pub const FALL: u32 = 3;
+/// One second: a healthy Chroma answers its healthcheck in about a millisecond.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// While down, probe this often (or at CHECK_INTERVAL if shorter), to return quickly.
+pub const FAST_REPROBE: Duration = Duration::from_millis(500);
+
+/// Pushed to subscribers after every probe and every change of usability.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct HealthUpdate {
+    /// The instance judged.
+    pub instance: InstanceId,
+    /// Whether requests may be sent to it now.
+    pub usable: bool,
+}
+
+/// The proxy could not connect, or got no answer in time: mark the instance down at once.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ReportFailure {
+    /// What went wrong, for the log.
+    pub reason: String,
+}
+
+/// An established connection broke (possibly a stale keep-alive): probe now rather than guess.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RequestProbe {
+    /// What went wrong, for the log.
+    pub reason: String,
+}
+
+/// Admin override: treat the instance as `healthy` for `duration`, whatever the probes say.
+#[derive(Message, Debug)]
+#[rtype(result = "DateTime<Utc>")]
+pub struct ForceHealth {
+    /// Forced state.
+    pub healthy: bool,
+    /// How long the override lasts.
+    pub duration: Duration,
+}
+
+/// Admin: drop the override now; answers whether there was one.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct ClearForce;
+
+/// Asks for the instance's current health, for status pages.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<HealthSnapshot>")]
+pub struct GetHealth;
+
+/// The health of one instance as shown by `/status` and `/admin/instances`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthSnapshot {
+    pub name: InstanceName,
+    pub url: String,
+    pub role: Role,
+    /// Whether requests may be sent to it now (probes, reports and overrides combined).
+    pub healthy: bool,
+    /// `healthy`, `unhealthy`, `forced_up` or `forced_down`.
+    pub state: &'static str,
+    pub forced_until: Option<DateTime<Utc>>,
+    pub consecutive_failures: u32,
+    pub last_check: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Seconds since it went down, while it is down.
+    pub down_for_seconds: Option<f64>,
+}
+
+/// Probe timing, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSettings {
+    /// Between probes while up.
+    pub interval: Duration,
+    /// Between probes while down.
+    pub fast_interval: Duration,
+    /// Longest wait for one probe.
+    pub timeout: Duration,
+}
+
+impl ProbeSettings {
+    /// Settings for a CHECK_INTERVAL, with the design's defaults for the rest.
+    pub fn from_interval(interval: Duration) -> Self {
+        Self {
+            interval,
+            fast_interval: interval.min(FAST_REPROBE),
+            timeout: PROBE_TIMEOUT.min(interval),
+        }
+    }
+}
+
+struct Forced {
+    healthy: bool,
+    until: DateTime<Utc>,
+    expiry: SpawnHandle,
+}
+
+/// Judges one instance's health.
+pub struct HealthActor {
+    spec: InstanceSpec,
+    settings: ProbeSettings,
+    subscribers: Vec<Recipient<HealthUpdate>>,
+    client: awc::Client,
+    probed_up: bool,
+    successes: u32,
+    failures: u32,
+    last_check: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    down_since: Option<Instant>,
+    forced: Option<Forced>,
+    next_probe: Option<SpawnHandle>,
+    probing: bool,
+}
+
+impl HealthActor {
+    /// A judge for `spec` that reports to `subscribers`. The instance starts as usable: the first
+    /// probe runs at once, and a failed request marks it down before any client notices.
+    pub fn new(
+        spec: InstanceSpec,
+        settings: ProbeSettings,
+        subscribers: Vec<Recipient<HealthUpdate>>,
+    ) -> Self {
+        Self {
+            spec,
+            settings,
+            subscribers,
+            client: awc::Client::default(),
+            probed_up: true,
+            successes: 0,
+            failures: 0,
+            last_check: None,
+            last_error: None,
+            down_since: None,
+            forced: None,
+            next_probe: None,
+            probing: false,
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.forced.as_ref().map_or(self.probed_up, |f| f.healthy)
+    }
+
+    fn state(&self) -> &'static str {
+        match (&self.forced, self.probed_up) {
+            (Some(f), _) if f.healthy => "forced_up",
+            (Some(_), _) => "forced_down",
+            (None, true) => "healthy",
+            (None, false) => "unhealthy",
+        }
+    }
+
+    fn publish(&self) {
+        let update = HealthUpdate {
+            instance: self.spec.id,
+            usable: self.usable(),
+        };
+        for subscriber in &self.subscribers {
+            subscriber.do_send(update);
+        }
+    }
+
+    fn schedule_probe(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if let Some(handle) = self.next_probe.take() {
+            ctx.cancel_future(handle);
+        }
+        self.next_probe = Some(ctx.run_later(delay, |act, ctx| act.probe(ctx)));
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        self.next_probe = None;
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let request = self
+            .client
+            .get(format!("{}/api/v2/healthcheck", self.spec.url))
+            .timeout(self.settings.timeout)
+            .send();
+        let check = async move {
+            match request.await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("healthcheck answered {}", response.status())),
+                Err(e) => Err(format!("healthcheck failed: {e}")),
+            }
+        };
+        ctx.spawn(check.into_actor(self).map(|result, act, ctx| {
+            act.probing = false;
+            guarded("health", ctx, || act.on_probe(result));
+            let delay = if act.probed_up {
+                act.settings.interval
+            } else {
+                act.settings.fast_interval
+            };
+            act.schedule_probe(ctx, delay);
+        }));
+    }
+
+    fn on_probe(&mut self, result: Result<(), String>) {
+        self.last_check = Some(Utc::now());
+        match result {
+            Ok(()) => {
+                self.failures = 0;
+                self.successes += 1;
+                self.last_error = None;
+                if !self.probed_up && self.successes >= RISE {
+                    self.mark_up();
+                }
+            }
+            Err(reason) => {
+                self.successes = 0;
+                self.failures += 1;
+                if self.probed_up && self.failures >= FALL {
+                    self.mark_down(&format!(
+                        "{} probes in a row failed, last: {reason}",
+                        self.failures
+                    ));
+                }
+                self.last_error = Some(reason);
+            }
+        }
+        self.publish();
+    }
+
+    fn mark_down(&mut self, reason: &str) {
+        let was_usable = self.usable();
+        self.probed_up = false;
+        self.successes = 0;
+        self.down_since = Some(Instant::now());
+        let effect = match (was_usable, self.usable()) {
+            (true, false) => "no requests go to it until it is back",
+            _ => "no effect while the admin override lasts",
+        };
+        warn!(
+            "instance {} ({}) is DOWN: {reason}; {effect}",
+            self.spec.name, self.spec.url
+        );
+    }
+
+    fn mark_up(&mut self) {
+        self.probed_up = true;
+        let down = self
+            .down_since
+            .take()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        info!(
+            "instance {} ({}) is UP again after {down:.1}s down ({RISE} good probes)",
+            self.spec.name, self.spec.url
+        );
+    }
+
+    fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            name: self.spec.name.clone(),
+            url: self.spec.url.clone(),
+            role: self.spec.role,
+            healthy: self.usable(),
+            state: self.state(),
+            forced_until: self.forced.as_ref().map(|f| f.until),
+            consecutive_failures: self.failures,
+            last_check: self.last_check,
+            last_error: self.last_error.clone(),
+            down_for_seconds: self.down_since.map(|t| t.elapsed().as_secs_f64()),
+        }
+    }
+}
+
+impl Actor for HealthActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.probe(ctx);
+    }
+}
+
+impl Supervised for HealthActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Spawned timers died with the old context; forget their handles and re-judge from probes.
+        self.forced = None;
+        self.next_probe = None;
+        self.probing = false;
+        self.successes = 0;
+        self.failures = 0;
+    }
+}
+
+impl Handler<ReportFailure> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportFailure, ctx: &mut Context<Self>) {
+        guarded("health", ctx, || {
+            self.failures += 1;
+            self.last_error = Some(msg.reason.clone());
+            if self.probed_up {
+                self.mark_down(&format!("marked down by the proxy: {}", msg.reason));
+                self.publish();
+            }
+        });
+        let delay = self.settings.fast_interval;
+        self.schedule_probe(ctx, delay);
+    }
+}
+
+impl Handler<RequestProbe> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RequestProbe, ctx: &mut Context<Self>) {
+        info!("probing instance {} now: {}", self.spec.name, msg.reason);
+        self.schedule_probe(ctx, Duration::ZERO);
+    }
+}
+
+impl Handler<ForceHealth> for HealthActor {
+    type Result = MessageResult<ForceHealth>;
+
+    fn handle(&mut self, msg: ForceHealth, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(old) = self.forced.take() {
+            ctx.cancel_future(old.expiry);
+        }
+        let until = Utc::now() + msg.duration;
+        let expiry = ctx.run_later(msg.duration, |act, _| {
+            act.forced = None;
+            info!(
+                "admin override on instance {} expired; it is {} by its probes",
+                act.spec.name,
+                act.state()
+            );
+            act.publish();
+        });
+        self.forced = Some(Forced {
+            healthy: msg.healthy,
+            until,
+            expiry,
+        });
+        warn!(
+            "instance {} forced {} by admin for {:.1}s (until {until})",
+            self.spec.name,
+            if msg.healthy { "UP" } else { "DOWN" },
+            msg.duration.as_secs_f64()
+        );
+        self.publish();
+        MessageResult(until)
+    }
+}
+
+impl Handler<ClearForce> for HealthActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: ClearForce, ctx: &mut Context<Self>) -> bool {
+        let Some(old) = self.forced.take() else {
+            return false;
+        };
+        ctx.cancel_future(old.expiry);
+        info!(
+            "admin override on instance {} cleared; it is {} by its probes",
+            self.spec.name,
+            self.state()
+        );
+        self.publish();
+        true
+    }
+}
+
+impl Handler<GetHealth> for HealthActor {
+    type Result = Option<HealthSnapshot>;
+
+    fn handle(&mut self, _: GetHealth, ctx: &mut Context<Self>) -> Self::Result {
+        guarded("health", ctx, || self.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects every update it is sent.
+    struct Recorder(Vec<HealthUpdate>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<HealthUpdate> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: HealthUpdate, _: &mut Context<Self>) {
+            self.0.push(msg);
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Vec<bool>")]
+    struct Seen;
+
+    impl Handler<Seen> for Recorder {
+        type Result = Vec<bool>;
+        fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> Vec<bool> {
+            self.0.iter().map(|u| u.usable).collect()
+        }
+    }
+
+    fn spec() -> InstanceSpec {
+        // Port 9 on loopback: nothing listens, so every probe fails fast.
+        InstanceSpec {
+            id: InstanceId(0),
+            name: InstanceName::new("primary".into()),
+            role: Role::Primary,
+            url: "http://127.0.0.1:9".into(),
+        }
+    }
+
+    fn slow_settings() -> ProbeSettings {
+        let hour = Duration::from_secs(3600);
+        ProbeSettings {
+            interval: hour,
+            fast_interval: hour,
+            timeout: Duration::from_millis(200),
+        }
+    }
+
+    #[actix::test]
+    async fn passive_report_marks_down_at_once_and_override_expires() {
+        let recorder = Recorder(Vec::new()).start();
+        let health =
+            HealthActor::new(spec(), slow_settings(), vec![recorder.clone().recipient()]).start();
+
+        health
+            .send(ReportFailure {
+                reason: "connection refused".into(),
+            })
+            .await
+            .unwrap();
+        let snap = health.send(GetHealth).await.unwrap().unwrap();
+        assert!(!snap.healthy);
+        assert_eq!(snap.state, "unhealthy");
+
+        health
+            .send(ForceHealth {
+                healthy: true,
+                duration: Duration::from_millis(300),
+            })
+            .await
+            .unwrap();
+        let snap = health.send(GetHealth).await.unwrap().unwrap();
+        assert!(snap.healthy);
+        assert_eq!(snap.state, "forced_up");
+        assert!(snap.forced_until.is_some());
+
+        actix::clock::sleep(Duration::from_millis(500)).await;
+        let snap = health.send(GetHealth).await.unwrap().unwrap();
+        assert_eq!(snap.state, "unhealthy");
+        assert!(snap.forced_until.is_none());
+
+        let seen = recorder.send(Seen).await.unwrap();
+        assert_eq!(seen.last(), Some(&false));
+        assert!(seen.contains(&true), "the override was published: {seen:?}");
+    }
+
+    #[actix::test]
+    async fn clearing_an_override_restores_the_probed_state() {
+        let health = HealthActor::new(spec(), slow_settings(), Vec::new()).start();
+        assert!(!health.send(ClearForce).await.unwrap());
+        health
+            .send(ForceHealth {
+                healthy: false,
+                duration: Duration::from_secs(60),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            health.send(GetHealth).await.unwrap().unwrap().state,
+            "forced_down"
+        );
+        assert!(health.send(ClearForce).await.unwrap());
+        let snap = health.send(GetHealth).await.unwrap().unwrap();
+        assert!(snap.forced_until.is_none());
+        assert_eq!(snap.state, "healthy", "one failed probe is below FALL");
+    }
+}

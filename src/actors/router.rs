@@ -1,0 +1,182 @@
+//! RouterActor: answers "where does this request go?" with an ordered list of candidates, from
+//! the health view pushed by the health actors.
+//!
+//! It never sends a request and never waits: every answer is computed from memory.
+
+use actix::prelude::*;
+
+use super::guarded;
+use super::health::HealthUpdate;
+use crate::instance::{InstanceId, Role};
+
+/// Whether a request reads or changes state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Served by any usable instance; replicas preferred READ_REPLICA_RATIO of the time.
+    Read,
+    /// Served by the primary while it is usable, else by a replica.
+    Write,
+}
+
+/// Where should a request of this kind go? Answers usable instances, best first; empty if none.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<InstanceId>")]
+pub struct Route {
+    /// Read or write.
+    pub access: Access,
+}
+
+/// How many instances are usable now, for `/health`.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct CountUsable;
+
+/// Chooses the instances a request goes to.
+pub struct RouterActor {
+    roles: Vec<Role>,
+    usable: Vec<bool>,
+    read_replica_ratio: f64,
+    /// Error-diffusion accumulator: sends exactly READ_REPLICA_RATIO of reads to replicas first,
+    /// with no random number generator on the request path.
+    replica_credit: f64,
+    /// Round-robin position among replicas.
+    next_replica: usize,
+}
+
+impl RouterActor {
+    /// A router over instances with these roles (index = [`InstanceId`]), all assumed usable
+    /// until their health actors say otherwise.
+    pub fn new(roles: Vec<Role>, read_replica_ratio: f64) -> Self {
+        let usable = vec![true; roles.len()];
+        Self {
+            roles,
+            usable,
+            read_replica_ratio,
+            replica_credit: 0.0,
+            next_replica: 0,
+        }
+    }
+
+    fn usable_with_role(&self, role: Role) -> impl Iterator<Item = InstanceId> + '_ {
+        self.roles
+            .iter()
+            .enumerate()
+            .filter(move |(i, r)| **r == role && self.usable[*i])
+            .map(|(i, _)| InstanceId(i))
+    }
+
+    fn route(&mut self, access: Access) -> Vec<InstanceId> {
+        let primaries: Vec<InstanceId> = self.usable_with_role(Role::Primary).collect();
+        let mut replicas: Vec<InstanceId> = self.usable_with_role(Role::Replica).collect();
+        if !replicas.is_empty() {
+            let start = self.next_replica % replicas.len();
+            replicas.rotate_left(start);
+        }
+        let replicas_first = match access {
+            Access::Write => false,
+            Access::Read => {
+                self.next_replica = self.next_replica.wrapping_add(1);
+                self.replica_credit += self.read_replica_ratio;
+                let take = self.replica_credit >= 1.0;
+                if take {
+                    self.replica_credit -= 1.0;
+                }
+                take
+            }
+        };
+        if replicas_first {
+            replicas.into_iter().chain(primaries).collect()
+        } else {
+            primaries.into_iter().chain(replicas).collect()
+        }
+    }
+}
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for RouterActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Health actors push their view after every probe, so it is rebuilt within one interval.
+        self.usable.iter_mut().for_each(|u| *u = true);
+    }
+}
+
+impl Handler<Route> for RouterActor {
+    type Result = Vec<InstanceId>;
+
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) -> Vec<InstanceId> {
+        guarded("router", ctx, || self.route(msg.access)).unwrap_or_default()
+    }
+}
+
+impl Handler<HealthUpdate> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthUpdate, _: &mut Context<Self>) {
+        if let Some(slot) = self.usable.get_mut(msg.instance.0) {
+            *slot = msg.usable;
+        }
+    }
+}
+
+impl Handler<CountUsable> for RouterActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountUsable, _: &mut Context<Self>) -> usize {
+        self.usable.iter().filter(|u| **u).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(ratio: f64) -> RouterActor {
+        RouterActor::new(vec![Role::Primary, Role::Replica, Role::Replica], ratio)
+    }
+
+    fn ids(v: &[usize]) -> Vec<InstanceId> {
+        v.iter().map(|i| InstanceId(*i)).collect()
+    }
+
+    #[test]
+    fn writes_prefer_the_primary_then_replicas() {
+        let mut r = router(0.8);
+        assert_eq!(r.route(Access::Write)[0], InstanceId(0));
+        r.usable[0] = false;
+        let route = r.route(Access::Write);
+        assert_eq!(route.len(), 2);
+        assert!(!route.contains(&InstanceId(0)));
+    }
+
+    #[test]
+    fn reads_follow_the_ratio_exactly() {
+        let mut r = router(0.8);
+        let firsts: Vec<InstanceId> = (0..100).map(|_| r.route(Access::Read)[0]).collect();
+        let on_primary = firsts.iter().filter(|i| **i == InstanceId(0)).count();
+        assert_eq!(on_primary, 20);
+        let on_replica_2 = firsts.iter().filter(|i| **i == InstanceId(2)).count();
+        assert!(
+            (30..=50).contains(&on_replica_2),
+            "replicas share reads: {on_replica_2}"
+        );
+    }
+
+    #[test]
+    fn only_usable_instances_are_candidates() {
+        let mut r = router(1.0);
+        r.usable = vec![false, false, true];
+        assert_eq!(r.route(Access::Read), ids(&[2]));
+        assert_eq!(r.route(Access::Write), ids(&[2]));
+        r.usable = vec![false, false, false];
+        assert!(r.route(Access::Read).is_empty());
+    }
+
+    #[test]
+    fn ratio_zero_keeps_reads_on_the_primary() {
+        let mut r = router(0.0);
+        assert!((0..50).all(|_| r.route(Access::Read)[0] == InstanceId(0)));
+    }
+}

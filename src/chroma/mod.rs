@@ -1,0 +1,6 @@
+//! Knowledge of Chroma's HTTP API v2: which routes exist and what each one does.
+//!
+//! Pure functions over methods, paths and headers: nothing here does I/O or holds state.
+
+pub mod headers;
+pub mod routes;

@@ -1,0 +1,241 @@
+//! The route table of DESIGN section 8: classifies a request as a read or a write, or refuses it.
+//!
+//! Never forwards and never guesses: a non-GET request it does not know is refused, because the
+//! proxy must not execute a write it cannot replicate.
+
+use actix_web::http::Method;
+
+use crate::actors::router::Access;
+
+/// Why a request is refused before it reaches any instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such route (or a write the proxy does not know how to replicate).
+    NotFound(String),
+    /// A collection id in the path is not a UUID.
+    BadCollectionId(String),
+}
+
+/// Classifies `method path` (path without the query string).
+pub fn classify(method: &Method, path: &str) -> Result<Access, RouteError> {
+    use Access::{Read, Write};
+
+    let is_get = method == Method::GET;
+    if path == "/openapi.json" && is_get {
+        return Ok(Read);
+    }
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return Err(RouteError::NotFound(format!("no route {method} {path}")));
+    };
+    // Chroma 1.x answers every /api/v1 route with 410 Gone; let it say so.
+    if rest == "v1" || rest.starts_with("v1/") {
+        return Ok(Read);
+    }
+    let segments: Option<Vec<&str>> = match rest.strip_prefix("v2") {
+        Some("" | "/") => Some(Vec::new()),
+        Some(tail) => tail.strip_prefix('/').map(|t| t.split('/').collect()),
+        None => None,
+    };
+    let m = method.as_str();
+    let access = match segments.as_deref() {
+        None => None,
+        Some(
+            []
+            | ["heartbeat" | "healthcheck" | "version" | "pre-flight-checks"]
+            | ["auth", "identity"],
+        ) => get_only(m),
+        Some(["reset"] | ["tenants"]) => (m == "POST").then_some(Write),
+        Some(["tenants", t]) if valid(t) => read_or(m, "PATCH"),
+        Some(["tenants", t, "databases"]) if valid(t) => read_or(m, "POST"),
+        Some(["tenants", t, "databases", d]) if valid(t) && valid(d) => read_or(m, "DELETE"),
+        Some(["tenants", t, "databases", d, rest @ ..]) if valid(t) && valid(d) => {
+            database_route(m, rest)?
+        }
+        Some(["collections", crn]) if valid(crn) => get_only(m),
+        Some(_) => None,
+    };
+    match access {
+        Some(access) => Ok(access),
+        None if is_get => Ok(Read),
+        None => Err(RouteError::NotFound(format!(
+            "chroma-ha does not forward {method} {path}: it is not a Chroma v2 write it knows how to replicate"
+        ))),
+    }
+}
+
+/// Routes under `/api/v2/tenants/{t}/databases/{d}/`.
+fn database_route(m: &str, rest: &[&str]) -> Result<Option<Access>, RouteError> {
+    use Access::{Read, Write};
+    Ok(match rest {
+        ["collections"] => read_or(m, "POST"),
+        ["collections_count"] => get_only(m),
+        ["collections", "by-id", id] => {
+            collection_id(id)?;
+            get_only(m)
+        }
+        // GET and DELETE address a collection by name; PUT (modify) by id.
+        ["collections", name] if valid(name) => match m {
+            "GET" | "DELETE" => Some(if m == "GET" { Read } else { Write }),
+            "PUT" => {
+                collection_id(name)?;
+                Some(Write)
+            }
+            _ => None,
+        },
+        ["collections", id, op @ ..] => {
+            collection_id(id)?;
+            collection_route(m, op)
+        }
+        _ => None,
+    })
+}
+
+/// Routes under `.../collections/{id}/`.
+fn collection_route(m: &str, op: &[&str]) -> Option<Access> {
+    use Access::{Read, Write};
+    match (m, op) {
+        ("POST", ["add" | "update" | "upsert" | "delete" | "fork"]) => Some(Write),
+        ("POST", ["get" | "query" | "search"]) => Some(Read),
+        ("GET", ["count" | "indexing_status" | "fork_count"]) => Some(Read),
+        ("POST", ["functions", "attach"]) => Some(Write),
+        ("POST", ["attached_functions", name, "detach"]) if valid(name) => Some(Write),
+        ("GET", ["functions", name]) if valid(name) => Some(Read),
+        _ => None,
+    }
+}
+
+fn get_only(m: &str) -> Option<Access> {
+    (m == "GET").then_some(Access::Read)
+}
+
+fn read_or(m: &str, write_method: &str) -> Option<Access> {
+    if m == "GET" {
+        Some(Access::Read)
+    } else {
+        (m == write_method).then_some(Access::Write)
+    }
+}
+
+fn valid(segment: &str) -> bool {
+    !segment.is_empty()
+}
+
+/// Checks that a path segment is a UUID (8-4-4-4-12 hex digits).
+fn collection_id(segment: &str) -> Result<(), RouteError> {
+    let groups: Vec<&str> = segment.split('-').collect();
+    let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    if shape
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Ok(())
+    } else {
+        Err(RouteError::BadCollectionId(format!(
+            "`{segment}` is not a collection id (expected a UUID)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "/api/v2/tenants/default_tenant/databases/default_database";
+    const ID: &str = "5f1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+
+    fn check(method: &str, path: &str) -> Result<Access, RouteError> {
+        classify(&Method::from_bytes(method.as_bytes()).unwrap(), path)
+    }
+
+    #[test]
+    fn the_route_table() {
+        use Access::{Read, Write};
+        let c = format!("{P}/collections/{ID}");
+        let cases: Vec<(&str, String, Access)> = vec![
+            ("GET", "/api/v2".into(), Read),
+            ("GET", "/api/v2/heartbeat".into(), Read),
+            ("GET", "/api/v2/healthcheck".into(), Read),
+            ("GET", "/api/v2/version".into(), Read),
+            ("GET", "/api/v2/pre-flight-checks".into(), Read),
+            ("GET", "/api/v2/auth/identity".into(), Read),
+            ("POST", "/api/v2/reset".into(), Write),
+            ("POST", "/api/v2/tenants".into(), Write),
+            ("GET", "/api/v2/tenants/t".into(), Read),
+            ("PATCH", "/api/v2/tenants/t".into(), Write),
+            ("GET", "/api/v2/tenants/t/databases".into(), Read),
+            ("POST", "/api/v2/tenants/t/databases".into(), Write),
+            ("GET", P.into(), Read),
+            ("DELETE", P.into(), Write),
+            ("POST", format!("{P}/collections"), Write),
+            ("GET", format!("{P}/collections"), Read),
+            ("GET", format!("{P}/collections_count"), Read),
+            ("GET", format!("{P}/collections/my-docs"), Read),
+            ("DELETE", format!("{P}/collections/my-docs"), Write),
+            ("PUT", c.clone(), Write),
+            ("GET", format!("{P}/collections/by-id/{ID}"), Read),
+            ("POST", format!("{c}/fork"), Write),
+            ("GET", format!("{c}/fork_count"), Read),
+            ("POST", format!("{c}/add"), Write),
+            ("POST", format!("{c}/update"), Write),
+            ("POST", format!("{c}/upsert"), Write),
+            ("POST", format!("{c}/delete"), Write),
+            ("GET", format!("{c}/count"), Read),
+            ("GET", format!("{c}/indexing_status"), Read),
+            ("POST", format!("{c}/get"), Read),
+            ("POST", format!("{c}/query"), Read),
+            ("POST", format!("{c}/search"), Read),
+            ("GET", "/api/v2/collections/t:d:name".into(), Read),
+            ("POST", format!("{c}/functions/attach"), Write),
+            ("POST", format!("{c}/attached_functions/f/detach"), Write),
+            ("GET", format!("{c}/functions/f"), Read),
+            ("GET", "/api/v2/something-new".into(), Read),
+            ("POST", "/api/v1/collections".into(), Read),
+            ("GET", "/openapi.json".into(), Read),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(check(method, &path), Ok(expected), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn unknown_writes_and_paths_are_refused() {
+        for (method, path) in [
+            ("POST", "/api/v2/something-new".to_string()),
+            ("DELETE", "/api/v2/tenants".to_string()),
+            ("POST", format!("{P}/collections/{ID}/compact")),
+            ("GET", "/admin/nothing".to_string()),
+            ("POST", "/".to_string()),
+            ("POST", "/api/v2x/reset".to_string()),
+        ] {
+            assert!(
+                matches!(check(method, &path), Err(RouteError::NotFound(_))),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_collection_ids_are_refused() {
+        for path in [
+            format!("{P}/collections/not-a-uuid/add"),
+            format!("{P}/collections/by-id/123"),
+            format!("{P}/collections/{}/query", &ID[..35]),
+            format!("{P}/collections/zf1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b/count"),
+        ] {
+            let method = if path.ends_with("count") || path.contains("by-id") {
+                "GET"
+            } else {
+                "POST"
+            };
+            assert!(
+                matches!(check(method, &path), Err(RouteError::BadCollectionId(_))),
+                "{path}"
+            );
+        }
+        assert!(matches!(
+            check("PUT", &format!("{P}/collections/name")),
+            Err(RouteError::BadCollectionId(_))
+        ));
+    }
+}

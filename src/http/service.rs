@@ -1,0 +1,145 @@
+//! Service endpoints: `/health`, `/status` and `/metrics`.
+//!
+//! Read-only: these handlers never change health, routing or counters.
+
+use std::fmt::Write;
+
+use actix_web::{HttpResponse, web};
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::actors::health::{GetHealth, HealthSnapshot};
+use crate::actors::router::CountUsable;
+
+/// Registers the service routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/status", web::get().to(status))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// 200 `healthy` when every instance is usable, 200 `degraded` when some are, 503 when none is.
+async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let usable = state
+        .router
+        .send(CountUsable)
+        .await
+        .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))?;
+    Ok(match usable {
+        0 => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"})),
+        n if n == state.instances.len() => HttpResponse::Ok().json(json!({"status": "healthy"})),
+        _ => HttpResponse::Ok().json(json!({"status": "degraded"})),
+    })
+}
+
+/// Health of every instance, from their health actors.
+pub async fn snapshots(state: &AppState) -> Result<Vec<HealthSnapshot>, ApiError> {
+    let answers = join_all(state.instances.iter().map(|i| i.health.send(GetHealth))).await;
+    answers
+        .into_iter()
+        .zip(&state.instances)
+        .map(|(answer, instance)| {
+            answer.ok().flatten().ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "health actor of {} did not answer",
+                    instance.spec.name
+                ))
+            })
+        })
+        .collect()
+}
+
+async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let instances = snapshots(&state).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "service": "chroma-ha",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "healthy_instances": instances.iter().filter(|i| i.healthy).count(),
+        "instances": instances,
+        "stats": state.stats.snapshot(&state.specs()),
+    })))
+}
+
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let instances = snapshots(&state).await?;
+    let stats = state.stats.snapshot(&state.specs());
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP chroma_ha_{name} {help}\n# TYPE chroma_ha_{name} counter"
+        );
+        let _ = writeln!(out, "chroma_ha_{name} {value}");
+    };
+    counter(
+        "requests_total",
+        "Proxied requests received.",
+        stats.requests,
+    );
+    counter("reads_total", "Requests classified as reads.", stats.reads);
+    counter(
+        "writes_total",
+        "Requests classified as writes.",
+        stats.writes,
+    );
+    counter(
+        "failovers_total",
+        "Requests re-sent to another instance.",
+        stats.failovers,
+    );
+    counter(
+        "refused_total",
+        "Requests refused by the proxy.",
+        stats.refused,
+    );
+    counter(
+        "unavailable_total",
+        "Requests answered 503 for want of a usable instance.",
+        stats.unavailable,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP chroma_ha_instance_up Whether requests may go to the instance."
+    );
+    let _ = writeln!(out, "# TYPE chroma_ha_instance_up gauge");
+    for i in &instances {
+        let _ = writeln!(
+            out,
+            "chroma_ha_instance_up{{instance=\"{}\"}} {}",
+            i.name,
+            u8::from(i.healthy)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP chroma_ha_instance_requests_total Requests an instance answered."
+    );
+    let _ = writeln!(out, "# TYPE chroma_ha_instance_requests_total counter");
+    for c in &stats.instances {
+        for (kind, value) in [("read", c.reads), ("write", c.writes)] {
+            let _ = writeln!(
+                out,
+                "chroma_ha_instance_requests_total{{instance=\"{}\",kind=\"{kind}\"}} {value}",
+                c.name
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP chroma_ha_instance_failures_total Failed upstream calls to an instance."
+    );
+    let _ = writeln!(out, "# TYPE chroma_ha_instance_failures_total counter");
+    for c in &stats.instances {
+        let _ = writeln!(
+            out,
+            "chroma_ha_instance_failures_total{{instance=\"{}\"}} {}",
+            c.name, c.failures
+        );
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out))
+}

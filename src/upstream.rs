@@ -1,0 +1,138 @@
+//! One HTTP call to one Chroma instance, with the outcome classified for failover: did the
+//! instance die, hang, drop a connection, or did it answer?
+//!
+//! Never retries and never picks an instance: the caller owns the failover loop. Never logs
+//! headers or bodies.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::HeaderMap;
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::Bytes;
+use awc::error::{PayloadError, SendRequestError};
+
+use crate::chroma::headers::request_headers;
+
+/// Largest upstream answer buffered; answers are buffered whole so that an instance dying
+/// mid-answer is failed over like any other death.
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// Longest TCP connect; a refused connection returns at once, this bounds a silent network.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What went wrong on an upstream call, and therefore what the proxy does next.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect: the instance is down. Mark it down, try the next one.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// No complete answer in time: the instance hangs. Mark it down, try the next one.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// An established connection broke (a crash, or a stale keep-alive). Try the next one and
+    /// probe this one now instead of guessing.
+    #[error("connection broken: {0}")]
+    Broken(String),
+    /// The answer is larger than [`MAX_RESPONSE_BYTES`]; another instance would answer the same.
+    #[error("answer larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge,
+    /// The proxy could not build the request; no instance would accept it.
+    #[error("invalid upstream request: {0}")]
+    Request(String),
+}
+
+impl UpstreamError {
+    /// Whether the same request may be sent to another instance.
+    pub fn fails_over(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Timeout(_) | Self::Broken(_))
+    }
+
+    /// Whether the instance is certainly unusable (as opposed to suspect).
+    pub fn marks_down(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Timeout(_))
+    }
+}
+
+/// A complete answer from an instance.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    /// Chroma's status code.
+    pub status: StatusCode,
+    /// Chroma's headers, unfiltered.
+    pub headers: HeaderMap,
+    /// Chroma's body, whole.
+    pub body: Bytes,
+}
+
+/// The HTTP client of one worker thread (awc clients are not `Send`).
+pub struct Upstream {
+    client: awc::Client,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// A client whose calls each get `timeout` for the whole exchange.
+    pub fn new(timeout: Duration) -> Self {
+        let connector = awc::Connector::new()
+            .timeout(CONNECT_TIMEOUT.min(timeout))
+            .limit(0);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .disable_redirects()
+            .no_default_headers()
+            .timeout(timeout)
+            .finish();
+        Self { client, timeout }
+    }
+
+    /// Sends one request to the instance at `base_url` and reads the whole answer.
+    pub async fn send(
+        &self,
+        base_url: &str,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{base_url}{path_and_query}"));
+        for (name, value) in request_headers(headers) {
+            request = request.append_header((name.clone(), value.clone()));
+        }
+        let response = request
+            .send_body(body)
+            .await
+            .map_err(|e| self.send_error(e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut response = response.timeout(deadline.saturating_duration_since(Instant::now()));
+        let body = response
+            .body()
+            .limit(MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                PayloadError::Overflow => UpstreamError::TooLarge,
+                PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    UpstreamError::Timeout(self.timeout)
+                }
+                other => UpstreamError::Broken(format!("reading the answer: {other}")),
+            })?;
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn send_error(&self, error: SendRequestError) -> UpstreamError {
+        match error {
+            SendRequestError::Connect(e) => UpstreamError::Connect(e.to_string()),
+            SendRequestError::Timeout => UpstreamError::Timeout(self.timeout),
+            SendRequestError::Url(e) => UpstreamError::Request(e.to_string()),
+            SendRequestError::Http(e) => UpstreamError::Request(e.to_string()),
+            other => UpstreamError::Broken(other.to_string()),
+        }
+    }
+}
