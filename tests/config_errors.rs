@@ -1,0 +1,56 @@
+//! Bad configuration stops the binary with exit status 2 and one line naming the setting.
+
+use std::process::Command;
+
+fn run(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run chroma-ha");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn missing_primary_url_exits_2_naming_it() {
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("PRIMARY_URL"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn ratio_out_of_range_exits_2_naming_it() {
+    let (code, stderr) = run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("READ_REPLICA_RATIO", "1.7")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("READ_REPLICA_RATIO") && stderr.contains("1.7"), "{stderr}");
+}
+
+#[test]
+fn unparsable_url_exits_2_naming_it() {
+    let (code, stderr) = run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("REPLICA_URL", "http://exa mple:80")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("REPLICA_URL"), "{stderr}");
+}
+
+#[test]
+fn bad_config_file_value_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chroma-ha.toml");
+    std::fs::write(&path, "primary_url = \"http://127.0.0.1:1\"\ncheck_interval = \"soon\"\n").unwrap();
+    let (code, stderr) = run(&[("CHROMA_HA_CONFIG", path.to_str().unwrap())]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("CHECK_INTERVAL"), "{stderr}");
+}
+
+#[test]
+fn flags_override_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
+        .env_clear()
+        .env("PRIMARY_URL", "http://127.0.0.1:1")
+        .args(["--read-replica-ratio", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("READ_REPLICA_RATIO"));
+}

@@ -1,0 +1,364 @@
+//! Test harness: real Chroma servers and the real proxy binary on free loopback ports, each in
+//! its own temporary directory, with real faults (`kill -9`, `SIGSTOP`/`SIGCONT`, restart on
+//! the same port and data). Everything is stopped on drop, even when a test panics; a panicking
+//! test prints the tail of every process log it started.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Chroma version the harness installs and runs.
+pub const CHROMADB_VERSION: &str = "1.5.9";
+/// Path of the default tenant and database, prefix of every collection route.
+pub const DB: &str = "/api/v2/tenants/default_tenant/databases/default_database";
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python venv with chromadb, created on first use by `scripts/setup-venv.sh`.
+pub fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/setup-venv.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/setup-venv.sh");
+        assert!(out.status.success(), "scripts/setup-venv.sh failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `condition` until it holds, or panics after `timeout` naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child process id we own.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An HTTP answer: status and parsed JSON body (`Value::String` when not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request; connection errors are `Err`, every HTTP status is `Ok`.
+pub fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Answer, String> {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    let agent = AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .allow_non_standard_methods(true)
+            .build()
+            .into()
+    });
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        builder = builder.header("content-type", "application/json");
+    }
+    let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).map_err(|e| e.to_string())?;
+    let mut response = agent.run(request).map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Answer { status, body, headers })
+}
+
+/// Sends one request and panics on a connection error.
+pub fn request(method: &str, url: &str, body: Option<Value>) -> Answer {
+    let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+    try_request(method, url, &[], bytes.as_deref()).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+pub fn get(url: &str) -> Answer {
+    request("GET", url, None)
+}
+
+pub fn post(url: &str, body: Value) -> Answer {
+    request("POST", url, Some(body))
+}
+
+/// One real Chroma server (`chroma run CONFIG.yaml`) in its own directory.
+pub struct Chroma {
+    pub name: String,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Chroma {
+    /// Starts a server and waits for its heartbeat.
+    pub fn start(name: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(&format!("chroma-ha-{name}-")).tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "port: {port}\nlisten_address: \"127.0.0.1\"\npersist_path: \"{}\"\nallow_reset: true\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+        let mut chroma = Self { name: name.to_string(), port, dir, child: None };
+        chroma.spawn();
+        chroma
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(venv().join("bin/chroma"))
+            .arg("run")
+            .arg(self.dir.path().join("config.yaml"))
+            .env("ANONYMIZED_TELEMETRY", "False")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chroma");
+        self.child = Some(child);
+        let url = format!("{}/api/v2/heartbeat", self.url());
+        wait_until(&format!("chroma {} heartbeat", self.name), Duration::from_secs(60), || {
+            try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200)
+        });
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("chroma.log")
+    }
+
+    /// `kill -9`, and reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the server: it keeps its sockets but answers nothing.
+    pub fn sigstop(&self) {
+        signal(self.pid(), libc::SIGSTOP);
+    }
+
+    /// Thaws a frozen server.
+    pub fn sigcont(&self) {
+        signal(self.pid(), libc::SIGCONT);
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Names of the collections in the default database, read straight from this server.
+    pub fn collection_names(&self) -> Vec<String> {
+        let answer = get(&format!("{}{DB}/collections", self.url()));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let mut names: Vec<String> =
+            answer.body.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Chroma {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- chroma {} log tail ---\n{}", self.name, log_tail(&self.log_path(), 20));
+        }
+        self.kill9();
+    }
+}
+
+/// The proxy binary, started with a given environment on a free port.
+pub struct Proxy {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Proxy {
+    /// Starts the proxy in front of `primary` and `replicas` with extra settings, and waits until
+    /// it answers `/health`.
+    pub fn start(primary: &Chroma, replicas: &[&Chroma], settings: &[(&str, &str)]) -> Self {
+        let replica_urls: Vec<String> = replicas.iter().map(|r| r.url()).collect();
+        let mut env = vec![("PRIMARY_URL".to_string(), primary.url())];
+        if !replica_urls.is_empty() {
+            env.push(("REPLICA_URL".to_string(), replica_urls.join(",")));
+        }
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::start_with_env(&env)
+    }
+
+    /// Starts the proxy with exactly this environment (plus LISTEN_ADDR and RUST_LOG).
+    pub fn start_with_env(env: &[(String, String)]) -> Self {
+        let dir = tempfile::Builder::new().prefix("chroma-ha-proxy-").tempdir().unwrap();
+        let port = free_port();
+        let log = File::create(dir.path().join("proxy.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
+            .env_clear()
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chroma-ha");
+        let proxy = Self { port, dir, child: Some(child) };
+        let url = format!("{}/health", proxy.url());
+        wait_until("proxy /health", Duration::from_secs(30), || try_request("GET", &url, &[], None).is_ok());
+        proxy
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("proxy is running").id()
+    }
+
+    /// The proxy's `/status` document.
+    pub fn status(&self) -> Value {
+        let answer = get(&format!("{}/status", self.url()));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.body
+    }
+
+    /// The `/status` entry of one instance.
+    pub fn instance_status(&self, name: &str) -> Value {
+        self.status()["instances"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap().clone()
+    }
+
+    /// Requests an instance answered, by kind (`reads` or `writes`), from `/status`.
+    pub fn served(&self, instance: &str, kind: &str) -> u64 {
+        let status = self.status();
+        let entry = status["stats"]["instances"].as_array().unwrap().iter().find(|i| i["name"] == instance);
+        entry.unwrap()[kind].as_u64().unwrap()
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn sigterm(&self) {
+        signal(self.pid(), libc::SIGTERM);
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("proxy is running");
+        let mut status = None;
+        wait_until("proxy exit", timeout, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        self.child = None;
+        status.unwrap()
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- proxy log tail ---\n{}", log_tail(&self.dir.path().join("proxy.log"), 40));
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `tests/py/{script}` with the venv's Python and these arguments.
+pub fn python(script: &str, args: &[&str]) -> Output {
+    python_command(script, args).output().expect("run python")
+}
+
+/// The command for `tests/py/{script}`, to spawn in the background.
+pub fn python_command(script: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(venv().join("bin/python"));
+    command
+        .arg(repo_root().join("tests/py").join(script))
+        .args(args)
+        .env("ANONYMIZED_TELEMETRY", "False")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Parses the last stdout line of a Python script as JSON, panicking with its stderr if it failed.
+pub fn python_result(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("python printed no JSON ({e}): {stdout}\n{stderr}"))
+}
