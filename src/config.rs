@@ -598,4 +598,13 @@ mod tests {
         assert!(!line.contains("s3cret"));
         assert!(line.contains("<redacted>"));
     }
+
+    #[test]
+    fn the_deploy_example_is_valid() {
+        let mut raw = RawSettings::default();
+        raw.fill_from_toml(include_str!("../deploy/chroma-ha.toml"), "deploy/chroma-ha.toml")
+            .unwrap();
+        let config = Config::validate(&raw).unwrap();
+        assert_eq!(config.instances().len(), 2);
+    }
 }

@@ -65,6 +65,11 @@ pub struct ForceHealth {
 #[rtype(result = "bool")]
 pub struct ClearForce;
 
+/// Adds a subscriber; it gets the current state at once, then every update.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<HealthUpdate>);
+
 /// Asks for the instance's current health, for status pages.
 #[derive(Message, Debug)]
 #[rtype(result = "Option<HealthSnapshot>")]
@@ -134,17 +139,13 @@ pub struct HealthActor {
 }
 
 impl HealthActor {
-    /// A judge for `spec` that reports to `subscribers`. The instance starts as usable: the first
-    /// probe runs at once, and a failed request marks it down before any client notices.
-    pub fn new(
-        spec: InstanceSpec,
-        settings: ProbeSettings,
-        subscribers: Vec<Recipient<HealthUpdate>>,
-    ) -> Self {
+    /// A judge for `spec`. The instance starts as usable: the first probe runs at once, and a
+    /// failed request marks it down before any client notices.
+    pub fn new(spec: InstanceSpec, settings: ProbeSettings) -> Self {
         Self {
             spec,
             settings,
-            subscribers,
+            subscribers: Vec::new(),
             client: awc::Client::default(),
             probed_up: true,
             successes: 0,
@@ -171,11 +172,13 @@ impl HealthActor {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let update = HealthUpdate {
             instance: self.spec.id,
             usable: self.usable(),
         };
+        // A subscriber whose worker has stopped is dropped here.
+        self.subscribers.retain(|s| s.connected());
         for subscriber in &self.subscribers {
             subscriber.do_send(update);
         }
@@ -383,6 +386,21 @@ impl Handler<ClearForce> for HealthActor {
     }
 }
 
+impl Handler<Subscribe> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        msg.0.do_send(HealthUpdate {
+            instance: self.spec.id,
+            usable: self.usable(),
+        });
+        // A restarted subscriber subscribes again with the same address.
+        if !self.subscribers.contains(&msg.0) {
+            self.subscribers.push(msg.0);
+        }
+    }
+}
+
 impl Handler<GetHealth> for HealthActor {
     type Result = Option<HealthSnapshot>;
 
@@ -442,8 +460,11 @@ mod tests {
     #[actix::test]
     async fn passive_report_marks_down_at_once_and_override_expires() {
         let recorder = Recorder(Vec::new()).start();
-        let health =
-            HealthActor::new(spec(), slow_settings(), vec![recorder.clone().recipient()]).start();
+        let health = HealthActor::new(spec(), slow_settings()).start();
+        health
+            .send(Subscribe(recorder.clone().recipient()))
+            .await
+            .unwrap();
 
         health
             .send(ReportFailure {
@@ -479,7 +500,7 @@ mod tests {
 
     #[actix::test]
     async fn clearing_an_override_restores_the_probed_state() {
-        let health = HealthActor::new(spec(), slow_settings(), Vec::new()).start();
+        let health = HealthActor::new(spec(), slow_settings()).start();
         assert!(!health.send(ClearForce).await.unwrap());
         health
             .send(ForceHealth {

@@ -1,12 +1,16 @@
 //! RouterActor: answers "where does this request go?" with an ordered list of candidates, from
 //! the health view pushed by the health actors.
 //!
+//! One router runs on each HTTP worker thread, all fed the same updates: on this 2-vCPU VM an
+//! actor round trip to another thread costs about 0.5 ms (waking an idle vCPU), one on the
+//! worker's own thread a few microseconds.
+//!
 //! It never sends a request and never waits: every answer is computed from memory.
 
 use actix::prelude::*;
 
 use super::guarded;
-use super::health::HealthUpdate;
+use super::health::{HealthUpdate, Subscribe};
 use crate::instance::{InstanceId, Role};
 
 /// Whether a request reads or changes state.
@@ -34,6 +38,7 @@ pub struct CountUsable;
 /// Chooses the instances a request goes to.
 pub struct RouterActor {
     roles: Vec<Role>,
+    health: Vec<Recipient<Subscribe>>,
     usable: Vec<bool>,
     read_replica_ratio: f64,
     /// Error-diffusion accumulator: sends exactly READ_REPLICA_RATIO of reads to replicas first,
@@ -44,12 +49,17 @@ pub struct RouterActor {
 }
 
 impl RouterActor {
-    /// A router over instances with these roles (index = [`InstanceId`]), all assumed usable
-    /// until their health actors say otherwise.
-    pub fn new(roles: Vec<Role>, read_replica_ratio: f64) -> Self {
+    /// A router over instances with these roles (index = [`InstanceId`]), which subscribes to
+    /// their health actors when it starts.
+    pub fn new(
+        roles: Vec<Role>,
+        health: Vec<Recipient<Subscribe>>,
+        read_replica_ratio: f64,
+    ) -> Self {
         let usable = vec![true; roles.len()];
         Self {
             roles,
+            health,
             usable,
             read_replica_ratio,
             replica_credit: 0.0,
@@ -94,14 +104,16 @@ impl RouterActor {
 
 impl Actor for RouterActor {
     type Context = Context<Self>;
-}
 
-impl Supervised for RouterActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        // Health actors push their view after every probe, so it is rebuilt within one interval.
-        self.usable.iter_mut().for_each(|u| *u = true);
+    /// Subscribing (again, after a restart) makes every health actor push its state at once.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for health in &self.health {
+            health.do_send(Subscribe(ctx.address().recipient()));
+        }
     }
 }
+
+impl Supervised for RouterActor {}
 
 impl Handler<Route> for RouterActor {
     type Result = Vec<InstanceId>;
@@ -134,7 +146,11 @@ mod tests {
     use super::*;
 
     fn router(ratio: f64) -> RouterActor {
-        RouterActor::new(vec![Role::Primary, Role::Replica, Role::Replica], ratio)
+        RouterActor::new(
+            vec![Role::Primary, Role::Replica, Role::Replica],
+            Vec::new(),
+            ratio,
+        )
     }
 
     fn ids(v: &[usize]) -> Vec<InstanceId> {

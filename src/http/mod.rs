@@ -32,14 +32,41 @@ pub struct InstanceHandle {
 pub struct AppState {
     /// Every instance, indexed by `InstanceId`.
     pub instances: Vec<InstanceHandle>,
-    /// The routing actor.
-    pub router: Addr<RouterActor>,
     /// Request counters.
     pub stats: Stats,
     /// Bearer token of the admin endpoints, if enabled.
     pub admin_token: Option<String>,
     /// When the proxy started.
     pub started: Instant,
+    /// Share of reads sent to replicas, for the routers.
+    pub read_replica_ratio: f64,
+}
+
+/// Parts each worker thread owns: awc clients are not `Send`, and a router on the worker's
+/// own thread answers without waking another CPU.
+pub struct Worker {
+    /// HTTP client to the instances.
+    pub upstream: Upstream,
+    /// This worker's router.
+    pub router: Addr<RouterActor>,
+}
+
+impl Worker {
+    /// Starts this thread's router and client; runs inside each worker.
+    fn start(state: &AppState, timeout: std::time::Duration) -> Self {
+        let roles = state.instances.iter().map(|i| i.spec.role).collect();
+        let health = state
+            .instances
+            .iter()
+            .map(|i| i.health.clone().recipient())
+            .collect();
+        let ratio = state.read_replica_ratio;
+        let router = Supervisor::start(move |_| RouterActor::new(roles, health, ratio));
+        Self {
+            upstream: Upstream::new(timeout),
+            router,
+        }
+    }
 }
 
 impl AppState {
@@ -58,33 +85,28 @@ impl AppState {
 /// The server drains in-flight requests for SHUTDOWN_GRACE after SIGTERM or Ctrl-C.
 pub fn start(config: &Config) -> std::io::Result<Server> {
     let specs = config.instances();
-    let roles = specs.iter().map(|s| s.role).collect();
-    let ratio = config.read_replica_ratio;
-    let router = Supervisor::start(move |_| RouterActor::new(roles, ratio));
     let settings = ProbeSettings::from_interval(config.check_interval);
     let stats = Stats::new(specs.len());
     let instances = specs
         .into_iter()
         .map(|spec| {
-            let subscribers = vec![router.clone().recipient()];
             let judged = spec.clone();
-            let health =
-                Supervisor::start(move |_| HealthActor::new(judged, settings, subscribers));
+            let health = Supervisor::start(move |_| HealthActor::new(judged, settings));
             InstanceHandle { spec, health }
         })
         .collect();
     let state = web::Data::new(AppState {
         instances,
-        router,
         stats,
         admin_token: config.admin_token.clone(),
         started: Instant::now(),
+        read_replica_ratio: config.read_replica_ratio,
     });
     let timeout = config.request_timeout;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::Data::new(Upstream::new(timeout)))
+            .app_data(web::Data::new(Worker::start(&state, timeout)))
             .configure(service::routes)
             .configure(admin::routes)
             .default_service(web::to(proxy::forward))

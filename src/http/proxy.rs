@@ -9,14 +9,14 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use log::{error, warn};
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, Worker};
 use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::{Access, Route};
 use crate::chroma::headers::keep_response_header;
 use crate::chroma::routes::classify;
 use crate::stats::bump;
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::upstream::UpstreamResponse;
 
 /// Chroma's own request size limit.
 pub const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
@@ -26,7 +26,7 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    upstream: web::Data<Upstream>,
+    worker: web::Data<Worker>,
 ) -> Result<HttpResponse, ApiError> {
     let stats = &state.stats;
     bump(&stats.requests);
@@ -36,7 +36,7 @@ pub async fn forward(
         Access::Read => &stats.reads,
         Access::Write => &stats.writes,
     });
-    let candidates = state
+    let candidates = worker
         .router
         .send(Route { access })
         .await
@@ -54,7 +54,8 @@ pub async fn forward(
         let next = candidates
             .get(n + 1)
             .map(|next| &state.instances[next.0].spec.name);
-        match upstream
+        match worker
+            .upstream
             .send(
                 &instance.spec.url,
                 method,

@@ -8,8 +8,8 @@ use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
 use serde_json::json;
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, Worker};
 use crate::actors::health::{GetHealth, HealthSnapshot};
 use crate::actors::router::CountUsable;
 
@@ -21,8 +21,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// 200 `healthy` when every instance is usable, 200 `degraded` when some are, 503 when none is.
-async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let usable = state
+async fn health(
+    state: web::Data<AppState>,
+    worker: web::Data<Worker>,
+) -> Result<HttpResponse, ApiError> {
+    let usable = worker
         .router
         .send(CountUsable)
         .await

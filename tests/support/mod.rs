@@ -40,7 +40,11 @@ pub fn venv() -> &'static Path {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `condition` until it holds, or panics after `timeout` naming `what`.
@@ -50,7 +54,10 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         if condition() {
             return start.elapsed();
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -81,7 +88,10 @@ pub struct Answer {
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -105,10 +115,16 @@ pub fn try_request(
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         builder = builder.header("content-type", "application/json");
     }
-    let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).map_err(|e| e.to_string())?;
+    let request = builder
+        .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
     let mut response = agent.run(request).map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let headers = response
@@ -116,15 +132,23 @@ pub fn try_request(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok(Answer { status, body, headers })
+    Ok(Answer {
+        status,
+        body,
+        headers,
+    })
 }
 
 /// Sends one request and panics on a connection error.
 pub fn request(method: &str, url: &str, body: Option<Value>) -> Answer {
     let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
-    try_request(method, url, &[], bytes.as_deref()).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    try_request(method, url, &[], bytes.as_deref())
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 pub fn get(url: &str) -> Answer {
@@ -146,14 +170,22 @@ pub struct Chroma {
 impl Chroma {
     /// Starts a server and waits for its heartbeat.
     pub fn start(name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix(&format!("chroma-ha-{name}-")).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("chroma-ha-{name}-"))
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let config = format!(
             "port: {port}\nlisten_address: \"127.0.0.1\"\npersist_path: \"{}\"\nallow_reset: true\n",
             dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-        let mut chroma = Self { name: name.to_string(), port, dir, child: None };
+        let mut chroma = Self {
+            name: name.to_string(),
+            port,
+            dir,
+            child: None,
+        };
         chroma.spawn();
         chroma
     }
@@ -168,7 +200,11 @@ impl Chroma {
     }
 
     fn spawn(&mut self) {
-        let log = File::options().create(true).append(true).open(self.log_path()).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = Command::new(venv().join("bin/chroma"))
             .arg("run")
             .arg(self.dir.path().join("config.yaml"))
@@ -180,9 +216,11 @@ impl Chroma {
             .expect("spawn chroma");
         self.child = Some(child);
         let url = format!("{}/api/v2/heartbeat", self.url());
-        wait_until(&format!("chroma {} heartbeat", self.name), Duration::from_secs(60), || {
-            try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200)
-        });
+        wait_until(
+            &format!("chroma {} heartbeat", self.name),
+            Duration::from_secs(60),
+            || try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200),
+        );
     }
 
     fn log_path(&self) -> PathBuf {
@@ -218,8 +256,13 @@ impl Chroma {
     pub fn collection_names(&self) -> Vec<String> {
         let answer = get(&format!("{}{DB}/collections", self.url()));
         assert_eq!(answer.status, 200, "{answer:?}");
-        let mut names: Vec<String> =
-            answer.body.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+        let mut names: Vec<String> = answer
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
         names.sort();
         names
     }
@@ -228,7 +271,11 @@ impl Chroma {
 impl Drop for Chroma {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- chroma {} log tail ---\n{}", self.name, log_tail(&self.log_path(), 20));
+            eprintln!(
+                "--- chroma {} log tail ---\n{}",
+                self.name,
+                log_tail(&self.log_path(), 20)
+            );
         }
         self.kill9();
     }
@@ -256,7 +303,10 @@ impl Proxy {
 
     /// Starts the proxy with exactly this environment (plus LISTEN_ADDR and RUST_LOG).
     pub fn start_with_env(env: &[(String, String)]) -> Self {
-        let dir = tempfile::Builder::new().prefix("chroma-ha-proxy-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("chroma-ha-proxy-")
+            .tempdir()
+            .unwrap();
         let port = free_port();
         let log = File::create(dir.path().join("proxy.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
@@ -270,9 +320,15 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .expect("spawn chroma-ha");
-        let proxy = Self { port, dir, child: Some(child) };
+        let proxy = Self {
+            port,
+            dir,
+            child: Some(child),
+        };
         let url = format!("{}/health", proxy.url());
-        wait_until("proxy /health", Duration::from_secs(30), || try_request("GET", &url, &[], None).is_ok());
+        wait_until("proxy /health", Duration::from_secs(30), || {
+            try_request("GET", &url, &[], None).is_ok()
+        });
         proxy
     }
 
@@ -293,13 +349,23 @@ impl Proxy {
 
     /// The `/status` entry of one instance.
     pub fn instance_status(&self, name: &str) -> Value {
-        self.status()["instances"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap().clone()
+        self.status()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap()
+            .clone()
     }
 
     /// Requests an instance answered, by kind (`reads` or `writes`), from `/status`.
     pub fn served(&self, instance: &str, kind: &str) -> u64 {
         let status = self.status();
-        let entry = status["stats"]["instances"].as_array().unwrap().iter().find(|i| i["name"] == instance);
+        let entry = status["stats"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == instance);
         entry.unwrap()[kind].as_u64().unwrap()
     }
 
@@ -329,7 +395,10 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- proxy log tail ---\n{}", log_tail(&self.dir.path().join("proxy.log"), 40));
+            eprintln!(
+                "--- proxy log tail ---\n{}",
+                log_tail(&self.dir.path().join("proxy.log"), 40)
+            );
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -358,7 +427,12 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
 pub fn python_result(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "python failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "python failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
     let last = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("python printed no JSON ({e}): {stdout}\n{stderr}"))
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("python printed no JSON ({e}): {stdout}\n{stderr}"))
 }

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Benchmarks chroma-ha against direct Chroma, measured in the same run on this machine, and
+# prints one table. Each figure is the median of BENCH_RUNS runs of BENCH_DURATION seconds,
+# alternating direct and proxied runs so drift hits both alike.
+#
+#   scripts/bench.sh              # all sections
+#   BENCH_RUNS=5 BENCH_DURATION=10 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${BENCH_RUNS:-3}"
+DURATION="${BENCH_DURATION:-5}"
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+VENV="$(scripts/setup-venv.sh)"
+cargo build --release --quiet
+WORK="$(mktemp -d /tmp/chroma-ha-bench.XXXXXX)"
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+  for _ in $(seq 1 300); do
+    curl -sf "$1" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "bench: $1 did not come up" >&2
+  exit 1
+}
+
+# start_chroma NAME: starts a Chroma server, sets $PORT.
+start_chroma() {
+  PORT="$(free_port)"
+  mkdir -p "$WORK/$1"
+  printf 'port: %s\nlisten_address: "127.0.0.1"\npersist_path: "%s"\nallow_reset: true\n' \
+    "$PORT" "$WORK/$1/data" > "$WORK/$1/config.yaml"
+  ANONYMIZED_TELEMETRY=False "$VENV/bin/chroma" run "$WORK/$1/config.yaml" > "$WORK/$1/log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$PORT/api/v2/heartbeat"
+}
+
+# start_proxy VAR=VALUE...: starts the release proxy with these settings, sets $PROXY.
+start_proxy() {
+  local port
+  port="$(free_port)"
+  env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn target/release/chroma-ha > "$WORK/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  pids+=($PROXY_PID)
+  PROXY="http://127.0.0.1:$port"
+  wait_http "$PROXY/health"
+}
+
+# wrk_once URL CONNS [BODY_FILE]: prints "req/s p50_ms p99_ms".
+wrk_once() {
+  local url=$1 conns=$2 body=${3:-} script=()
+  [ -n "$body" ] && script=(-s scripts/bench/post.lua)
+  BODY_FILE="$body" wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${DURATION}s" --latency "${script[@]}" "$url" |
+    awk '
+      function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+      /Requests\/sec/ { rps = $2 }
+      $1 == "50%" { p50 = ms($2) }
+      $1 == "99%" { p99 = ms($2) }
+      /Non-2xx/ { bad = $NF }
+      END { if (bad > 0) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 } printf "%.1f %.3f %.3f\n", rps, p50, p99 }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# compare LABEL CONNS DIRECT_URL PROXY_URL [BODY_FILE]: one table row.
+compare() {
+  local label=$1 conns=$2 direct=$3 proxied=$4 body=${5:-}
+  : > "$WORK/d" && : > "$WORK/p"
+  for _ in $(seq 1 "$RUNS"); do
+    wrk_once "$direct" "$conns" "$body" >> "$WORK/d"
+    wrk_once "$proxied" "$conns" "$body" >> "$WORK/p"
+  done
+  local drps dp50 dp99 prps pp50 pp99
+  drps=$(cut -d' ' -f1 "$WORK/d" | median); dp50=$(cut -d' ' -f2 "$WORK/d" | median); dp99=$(cut -d' ' -f3 "$WORK/d" | median)
+  prps=$(cut -d' ' -f1 "$WORK/p" | median); pp50=$(cut -d' ' -f2 "$WORK/p" | median); pp99=$(cut -d' ' -f3 "$WORK/p" | median)
+  awk -v l="$label" -v c="$conns" -v drps="$drps" -v prps="$prps" -v dp50="$dp50" -v pp50="$pp50" -v dp99="$dp99" -v pp99="$pp99" \
+    'BEGIN { printf "| %-28s | %3d | %9.1f | %9.1f | %5.2f | %7.3f | %7.3f | %+7.3f | %7.3f | %7.3f |\n", l, c, drps, prps, prps / drps, dp50, pp50, pp50 - dp50, dp99, pp99 }'
+}
+
+start_chroma primary; PRIMARY_PORT=$PORT
+start_chroma replica; REPLICA_PORT=$PORT
+DIRECT="http://127.0.0.1:$PRIMARY_PORT"
+ID="$("$VENV/bin/python" scripts/bench/seed.py "$DIRECT" bench 1000 128 "$WORK/query.json")"
+# Reads stay on the primary, which holds the seeded collection under this id.
+start_proxy PRIMARY_URL="$DIRECT" REPLICA_URL="http://127.0.0.1:$REPLICA_PORT" READ_REPLICA_RATIO=0
+COLL="/api/v2/tenants/default_tenant/databases/default_database/collections/$ID"
+
+echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, runs=$RUNS x ${DURATION}s, wrk"
+echo
+echo "| test                         |   c | direct/s  | proxy/s   | ratio | p50 dir | p50 pxy | p50 add | p99 dir | p99 pxy |"
+echo "|------------------------------|-----|-----------|-----------|-------|---------|---------|---------|---------|---------|"
+compare "GET /api/v2/heartbeat" 1 "$DIRECT/api/v2/heartbeat" "$PROXY/api/v2/heartbeat"
+compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/query" "$PROXY$COLL/query" "$WORK/query.json"
+compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/query" "$PROXY$COLL/query" "$WORK/query.json"
+echo
+echo "latencies in ms; ratio = proxy req/s / direct req/s; p50 add = proxy p50 - direct p50"
+echo "proxy RSS after the runs: $(( $(awk '/VmRSS/ { print $2 }' /proc/$PROXY_PID/status) / 1024 )) MB"
