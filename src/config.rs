@@ -29,6 +29,12 @@ pub const DEFAULT_READ_REPLICA_RATIO: f64 = 0.8;
 pub const DEFAULT_CONSISTENCY_WINDOW: Duration = Duration::from_secs(30);
 /// `global` is the collection the seed deployment shares between every application.
 pub const DEFAULT_PROTECTED_COLLECTIONS: &str = "global";
+/// The embedded WAL file, in the working directory, so one binary runs with no server to set up.
+pub const DEFAULT_SQLITE_FILE: &str = "chroma-ha-wal.sqlite";
+/// A week: long enough to investigate an incident from the log, short enough to bound the file.
+pub const DEFAULT_WAL_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// A day, as common HTTP APIs keep idempotency keys: covers any sane client retry loop.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(86_400);
 /// Ten seconds is longer than any normal request and short enough for a rolling restart.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -44,6 +50,9 @@ const SETTINGS: &[&str] = &[
     "ADMIN_TOKEN",
     "PROTECTED_COLLECTIONS",
     "SHUTDOWN_GRACE",
+    "DATABASE_URL",
+    "WAL_RETENTION",
+    "IDEMPOTENCY_TTL",
 ];
 
 /// Command line of `chroma-ha`; every flag falls back to the environment variable it names.
@@ -84,9 +93,28 @@ pub struct Cli {
     /// Seconds in-flight requests may take to finish after SIGTERM [default: 10]
     #[arg(long, env = "SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// WAL store: postgres://... or an SQLite file path [default: chroma-ha-wal.sqlite]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// How long entries applied everywhere stay in the log [default: 7d]
+    #[arg(long, env = "WAL_RETENTION")]
+    pub wal_retention: Option<String>,
+    /// How long an Idempotency-Key is remembered [default: 24h]
+    #[arg(long, env = "IDEMPOTENCY_TTL")]
+    pub idempotency_ttl: Option<String>,
     /// TOML file with the same settings in lower case (primary_url = "...")
     #[arg(long = "config", env = "CHROMA_HA_CONFIG")]
     pub config_file: Option<PathBuf>,
+    /// What to do; without a command, run the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// `chroma-ha` subcommands.
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Apply the WAL migrations to DATABASE_URL and exit.
+    Migrate,
 }
 
 /// One bad setting: its name and what is wrong with it.
@@ -127,6 +155,18 @@ impl RawSettings {
         raw
     }
 
+    /// Flags and environment, then the `--config` file for what they leave unset.
+    fn load(cli: &Cli) -> Result<Self, Vec<ConfigError>> {
+        let mut raw = Self::from_cli(cli);
+        if let Some(path) = &cli.config_file {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| vec![error(&origin, format!("cannot read config file: {e}"))])?;
+            raw.fill_from_toml(&text, &origin).map_err(|e| vec![e])?;
+        }
+        Ok(raw)
+    }
+
     fn from_cli(cli: &Cli) -> Self {
         let fields = [
             ("PRIMARY_URL", &cli.primary_url),
@@ -139,6 +179,9 @@ impl RawSettings {
             ("ADMIN_TOKEN", &cli.admin_token),
             ("PROTECTED_COLLECTIONS", &cli.protected_collections),
             ("SHUTDOWN_GRACE", &cli.shutdown_grace),
+            ("DATABASE_URL", &cli.database_url),
+            ("WAL_RETENTION", &cli.wal_retention),
+            ("IDEMPOTENCY_TTL", &cli.idempotency_ttl),
         ];
         Self::from_pairs(
             fields
@@ -195,6 +238,8 @@ pub struct Config {
     pub replica_urls: Vec<String>,
     /// Where the proxy listens.
     pub listen_addr: SocketAddr,
+    /// Where the write-ahead log lives.
+    pub database: DatabaseUrl,
     /// Time between health probes of a healthy instance.
     pub check_interval: Duration,
     /// Longest wait for one upstream answer before failing over.
@@ -207,135 +252,174 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Collection names that cannot be deleted through the proxy.
     pub protected_collections: Vec<String>,
+    /// How long entries applied everywhere stay in the log.
+    pub wal_retention: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
     /// Longest drain of in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+}
+
+/// The WAL store named by DATABASE_URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A PostgreSQL connection URL (`postgres://...` or `postgresql://...`).
+    Postgres(String),
+    /// An SQLite file path (optionally `sqlite://path`).
+    Sqlite(PathBuf),
+}
+
+impl Default for DatabaseUrl {
+    fn default() -> Self {
+        Self::Sqlite(PathBuf::from(DEFAULT_SQLITE_FILE))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// The store with any password replaced by `****`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Self::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                match rest.split_once('@') {
+                    Some((user, host)) if user.contains(':') => {
+                        let name = user.split(':').next().unwrap_or("");
+                        write!(f, "{scheme}://{name}:****@{host}")
+                    }
+                    _ => f.write_str(url),
+                }
+            }
+        }
+    }
+}
+
+fn parse_database(value: Option<&str>) -> Result<DatabaseUrl, ConfigError> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(DatabaseUrl::default());
+    };
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        return Ok(DatabaseUrl::Postgres(value.to_string()));
+    }
+    let path = value.strip_prefix("sqlite://").unwrap_or(value);
+    if path.contains("://") {
+        return Err(error(
+            "DATABASE_URL",
+            "expected postgres://... or an SQLite file path",
+        ));
+    }
+    Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
 }
 
 impl Config {
     /// Reads flags and environment (through clap), then the `--config` file, and validates.
     pub fn load(cli: &Cli) -> Result<Self, Vec<ConfigError>> {
-        let mut raw = RawSettings::from_cli(cli);
-        if let Some(path) = &cli.config_file {
-            let origin = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| vec![error(&origin, format!("cannot read config file: {e}"))])?;
-            raw.fill_from_toml(&text, &origin).map_err(|e| vec![e])?;
-        }
-        Self::validate(&raw)
+        Self::validate(&RawSettings::load(cli)?)
+    }
+
+    /// Only DATABASE_URL, for `chroma-ha migrate`, which needs nothing else.
+    pub fn load_database(cli: &Cli) -> Result<DatabaseUrl, Vec<ConfigError>> {
+        parse_database(RawSettings::load(cli)?.get("DATABASE_URL")).map_err(|e| vec![e])
     }
 
     /// Turns raw settings into a [`Config`], reporting every bad value by name.
     pub fn validate(raw: &RawSettings) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
-
-        let primary_url = take(
-            &mut errors,
-            match raw.get("PRIMARY_URL") {
-                None => Err(error(
-                    "PRIMARY_URL",
-                    "required: the primary Chroma base URL",
-                )),
-                Some(url) => parse_url("PRIMARY_URL", url),
-            },
-        );
-        let replica_urls = take(
-            &mut errors,
-            raw.get("REPLICA_URL")
-                .map(|list| {
-                    list.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(|url| parse_url("REPLICA_URL", url))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .unwrap_or(Ok(Vec::new())),
-        );
-        let listen_addr = take(
-            &mut errors,
-            raw.get("LISTEN_ADDR")
-                .unwrap_or(DEFAULT_LISTEN_ADDR)
-                .trim()
-                .parse::<SocketAddr>()
-                .map_err(|_| error("LISTEN_ADDR", "expected host:port, e.g. 127.0.0.1:8080")),
-        );
-        let check_interval = take(
-            &mut errors,
-            duration(raw, "CHECK_INTERVAL", DEFAULT_CHECK_INTERVAL),
-        );
-        let request_timeout = take(
-            &mut errors,
-            duration(raw, "REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT),
-        );
-        let consistency_window = take(
-            &mut errors,
-            duration(raw, "CONSISTENCY_WINDOW", DEFAULT_CONSISTENCY_WINDOW),
-        );
-        let shutdown_grace = take(
-            &mut errors,
-            duration(raw, "SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE),
-        );
-        let read_replica_ratio = take(
-            &mut errors,
-            match raw.get("READ_REPLICA_RATIO") {
-                None => Ok(DEFAULT_READ_REPLICA_RATIO),
-                Some(v) => match v.trim().parse::<f64>() {
-                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                    _ => Err(error(
-                        "READ_REPLICA_RATIO",
-                        format!("`{v}` is not a number from 0 to 1"),
-                    )),
-                },
-            },
-        );
-        let admin_token = raw.get("ADMIN_TOKEN").map(str::to_string);
-        let protected_collections = raw
-            .get("PROTECTED_COLLECTIONS")
-            .unwrap_or(DEFAULT_PROTECTED_COLLECTIONS)
+        let primary_url = match raw.get("PRIMARY_URL") {
+            None => Err(error(
+                "PRIMARY_URL",
+                "required: the primary Chroma base URL",
+            )),
+            Some(url) => parse_url("PRIMARY_URL", url),
+        };
+        let replica_urls = raw
+            .get("REPLICA_URL")
+            .unwrap_or("")
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-
-        if let (Some(primary), Some(replicas)) = (&primary_url, &replica_urls) {
-            for (i, url) in replicas.iter().enumerate() {
-                if url == primary || replicas[..i].contains(url) {
-                    errors.push(error("REPLICA_URL", format!("{url} is given twice")));
-                }
+            .map(|url| parse_url("REPLICA_URL", url))
+            .collect::<Result<Vec<_>, _>>();
+        let listen_addr = raw
+            .get("LISTEN_ADDR")
+            .unwrap_or(DEFAULT_LISTEN_ADDR)
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| error("LISTEN_ADDR", "expected host:port, e.g. 127.0.0.1:8080"));
+        let read_replica_ratio = match raw.get("READ_REPLICA_RATIO") {
+            None => Ok(DEFAULT_READ_REPLICA_RATIO),
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(error(
+                    "READ_REPLICA_RATIO",
+                    format!("`{v}` is not a number from 0 to 1"),
+                )),
+            },
+        };
+        let config = Self {
+            primary_url: take(&mut errors, primary_url).unwrap_or_default(),
+            replica_urls: take(&mut errors, replica_urls).unwrap_or_default(),
+            listen_addr: take(&mut errors, listen_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            database: take(&mut errors, parse_database(raw.get("DATABASE_URL")))
+                .unwrap_or_default(),
+            check_interval: take_duration(
+                &mut errors,
+                raw,
+                "CHECK_INTERVAL",
+                DEFAULT_CHECK_INTERVAL,
+            ),
+            request_timeout: take_duration(
+                &mut errors,
+                raw,
+                "REQUEST_TIMEOUT",
+                DEFAULT_REQUEST_TIMEOUT,
+            ),
+            read_replica_ratio: take(&mut errors, read_replica_ratio).unwrap_or_default(),
+            consistency_window: take_duration(
+                &mut errors,
+                raw,
+                "CONSISTENCY_WINDOW",
+                DEFAULT_CONSISTENCY_WINDOW,
+            ),
+            admin_token: raw.get("ADMIN_TOKEN").map(str::to_string),
+            protected_collections: raw
+                .get("PROTECTED_COLLECTIONS")
+                .unwrap_or(DEFAULT_PROTECTED_COLLECTIONS)
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            wal_retention: take_duration(&mut errors, raw, "WAL_RETENTION", DEFAULT_WAL_RETENTION),
+            idempotency_ttl: take_duration(
+                &mut errors,
+                raw,
+                "IDEMPOTENCY_TTL",
+                DEFAULT_IDEMPOTENCY_TTL,
+            ),
+            shutdown_grace: take_duration(
+                &mut errors,
+                raw,
+                "SHUTDOWN_GRACE",
+                DEFAULT_SHUTDOWN_GRACE,
+            ),
+        };
+        for (i, url) in config.replica_urls.iter().enumerate() {
+            if *url == config.primary_url || config.replica_urls[..i].contains(url) {
+                errors.push(error("REPLICA_URL", format!("{url} is given twice")));
             }
         }
-        match (
-            primary_url,
-            replica_urls,
-            listen_addr,
-            check_interval,
-            request_timeout,
-            read_replica_ratio,
-            consistency_window,
-            shutdown_grace,
-        ) {
-            (
-                Some(primary_url),
-                Some(replica_urls),
-                Some(listen_addr),
-                Some(check_interval),
-                Some(request_timeout),
-                Some(read_replica_ratio),
-                Some(consistency_window),
-                Some(shutdown_grace),
-            ) if errors.is_empty() => Ok(Self {
-                primary_url,
-                replica_urls,
-                listen_addr,
-                check_interval,
-                request_timeout,
-                read_replica_ratio,
-                consistency_window,
-                admin_token,
-                protected_collections,
-                shutdown_grace,
-            }),
-            _ => Err(errors),
+        if config.wal_retention < config.idempotency_ttl {
+            errors.push(error(
+                "WAL_RETENTION",
+                "must be at least IDEMPOTENCY_TTL: a retried write must still find its entry",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
         }
     }
 
@@ -368,12 +452,13 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "primary={} replicas=[{}] listen={} check_interval={:?} request_timeout={:?} \
+            "primary={} replicas=[{}] listen={} wal={} check_interval={:?} request_timeout={:?} \
              read_replica_ratio={} consistency_window={:?} admin_token={} \
-             protected_collections=[{}] shutdown_grace={:?}",
+             protected_collections=[{}] wal_retention={:?} idempotency_ttl={:?} shutdown_grace={:?}",
             self.primary_url,
             self.replica_urls.join(","),
             self.listen_addr,
+            self.database,
             self.check_interval,
             self.request_timeout,
             self.read_replica_ratio,
@@ -384,6 +469,8 @@ impl fmt::Display for Config {
                 "<unset: admin disabled>"
             },
             self.protected_collections.join(","),
+            self.wal_retention,
+            self.idempotency_ttl,
             self.shutdown_grace,
         )
     }
@@ -420,6 +507,15 @@ fn parse_url(setting: &str, text: &str) -> Result<String, ConfigError> {
         return Err(bad("a base URL has no path or query"));
     }
     Ok(format!("http://{authority}"))
+}
+
+fn take_duration(
+    errors: &mut Vec<ConfigError>,
+    raw: &RawSettings,
+    name: &str,
+    default: Duration,
+) -> Duration {
+    take(errors, duration(raw, name, default)).unwrap_or(default)
 }
 
 fn duration(raw: &RawSettings, name: &str, default: Duration) -> Result<Duration, ConfigError> {
@@ -600,10 +696,49 @@ mod tests {
     }
 
     #[test]
+    fn database_url_picks_the_backend_and_hides_the_password() {
+        let base = ("PRIMARY_URL", "http://127.0.0.1:1");
+        let config = validate(&[base]).unwrap();
+        assert_eq!(
+            config.database,
+            DatabaseUrl::Sqlite(DEFAULT_SQLITE_FILE.into())
+        );
+        let config = validate(&[base, ("DATABASE_URL", "sqlite:///var/lib/wal.db")]).unwrap();
+        assert_eq!(
+            config.database,
+            DatabaseUrl::Sqlite("/var/lib/wal.db".into())
+        );
+        let url = "postgres://chroma:hunter2@db:5432/wal";
+        let config = validate(&[base, ("DATABASE_URL", url)]).unwrap();
+        assert_eq!(config.database, DatabaseUrl::Postgres(url.into()));
+        assert!(!config.to_string().contains("hunter2"));
+        assert!(
+            config
+                .to_string()
+                .contains("postgres://chroma:****@db:5432/wal")
+        );
+        let errors = validate(&[base, ("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(settings_named(errors), vec!["DATABASE_URL"]);
+    }
+
+    #[test]
+    fn retention_shorter_than_the_idempotency_ttl_is_refused() {
+        let errors = validate(&[
+            ("PRIMARY_URL", "http://127.0.0.1:1"),
+            ("WAL_RETENTION", "1h"),
+        ])
+        .unwrap_err();
+        assert_eq!(settings_named(errors), vec!["WAL_RETENTION"]);
+    }
+
+    #[test]
     fn the_deploy_example_is_valid() {
         let mut raw = RawSettings::default();
-        raw.fill_from_toml(include_str!("../deploy/chroma-ha.toml"), "deploy/chroma-ha.toml")
-            .unwrap();
+        raw.fill_from_toml(
+            include_str!("../deploy/chroma-ha.toml"),
+            "deploy/chroma-ha.toml",
+        )
+        .unwrap();
         let config = Config::validate(&raw).unwrap();
         assert_eq!(config.instances().len(), 2);
     }

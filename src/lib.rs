@@ -24,3 +24,4 @@ pub mod http;
 pub mod instance;
 pub mod stats;
 pub mod upstream;
+pub mod wal;

@@ -4,7 +4,9 @@
 //! another actor's answer inside a handler.
 
 pub mod health;
+pub mod retention;
 pub mod router;
+pub mod wal_writer;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

@@ -25,7 +25,7 @@ pub enum Access {
 /// Where should a request of this kind go? Answers usable instances, best first; empty if none.
 #[derive(Message, Debug)]
 #[rtype(result = "Vec<InstanceId>")]
-pub struct Route {
+pub struct RouteRequest {
     /// Read or write.
     pub access: Access,
 }
@@ -115,10 +115,10 @@ impl Actor for RouterActor {
 
 impl Supervised for RouterActor {}
 
-impl Handler<Route> for RouterActor {
+impl Handler<RouteRequest> for RouterActor {
     type Result = Vec<InstanceId>;
 
-    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) -> Vec<InstanceId> {
+    fn handle(&mut self, msg: RouteRequest, ctx: &mut Context<Self>) -> Vec<InstanceId> {
         guarded("router", ctx, || self.route(msg.access)).unwrap_or_default()
     }
 }

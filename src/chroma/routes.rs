@@ -16,20 +16,110 @@ pub enum RouteError {
     BadCollectionId(String),
 }
 
+/// What a request does, by route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Any read.
+    Read,
+    Reset,
+    CreateTenant,
+    UpdateTenant,
+    CreateDatabase,
+    DeleteDatabase,
+    CreateCollection,
+    UpdateCollection,
+    DeleteCollection,
+    ForkCollection,
+    Add,
+    Update,
+    Upsert,
+    DeleteRecords,
+    AttachFunction,
+    DetachFunction,
+}
+
+impl Operation {
+    /// Read or write.
+    pub fn access(self) -> Access {
+        if self == Self::Read {
+            Access::Read
+        } else {
+            Access::Write
+        }
+    }
+
+    /// Name stored in the WAL's `kind` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Reset => "reset",
+            Self::CreateTenant => "create_tenant",
+            Self::UpdateTenant => "update_tenant",
+            Self::CreateDatabase => "create_database",
+            Self::DeleteDatabase => "delete_database",
+            Self::CreateCollection => "create_collection",
+            Self::UpdateCollection => "update_collection",
+            Self::DeleteCollection => "delete_collection",
+            Self::ForkCollection => "fork_collection",
+            Self::Add => "add",
+            Self::Update => "update",
+            Self::Upsert => "upsert",
+            Self::DeleteRecords => "delete_records",
+            Self::AttachFunction => "attach_function",
+            Self::DetachFunction => "detach_function",
+        }
+    }
+
+    /// Record writes can wait in the log when no instance is usable (answered 202): the client
+    /// needs nothing from their answer. Others (a create's collection, say) cannot.
+    pub fn can_queue(self) -> bool {
+        matches!(
+            self,
+            Self::Add | Self::Update | Self::Upsert | Self::DeleteRecords
+        )
+    }
+}
+
+/// A classified request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// What it does.
+    pub op: Operation,
+    /// The collection id or name in its path, if any.
+    pub collection: Option<String>,
+}
+
+impl Route {
+    fn new(op: Operation) -> Self {
+        Self {
+            op,
+            collection: None,
+        }
+    }
+
+    fn on(op: Operation, collection: &str) -> Self {
+        Self {
+            op,
+            collection: Some(collection.to_string()),
+        }
+    }
+}
+
 /// Classifies `method path` (path without the query string).
-pub fn classify(method: &Method, path: &str) -> Result<Access, RouteError> {
-    use Access::{Read, Write};
+pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
+    use Operation as Op;
 
     let is_get = method == Method::GET;
+    let read = Ok(Route::new(Op::Read));
     if path == "/openapi.json" && is_get {
-        return Ok(Read);
+        return read;
     }
     let Some(rest) = path.strip_prefix("/api/") else {
         return Err(RouteError::NotFound(format!("no route {method} {path}")));
     };
     // Chroma 1.x answers every /api/v1 route with 410 Gone; let it say so.
     if rest == "v1" || rest.starts_with("v1/") {
-        return Ok(Read);
+        return read;
     }
     let segments: Option<Vec<&str>> = match rest.strip_prefix("v2") {
         Some("" | "/") => Some(Vec::new()),
@@ -37,26 +127,29 @@ pub fn classify(method: &Method, path: &str) -> Result<Access, RouteError> {
         None => None,
     };
     let m = method.as_str();
-    let access = match segments.as_deref() {
+    let op = match segments.as_deref() {
         None => None,
         Some(
             []
             | ["heartbeat" | "healthcheck" | "version" | "pre-flight-checks"]
             | ["auth", "identity"],
         ) => get_only(m),
-        Some(["reset"] | ["tenants"]) => (m == "POST").then_some(Write),
-        Some(["tenants", t]) if valid(t) => read_or(m, "PATCH"),
-        Some(["tenants", t, "databases"]) if valid(t) => read_or(m, "POST"),
-        Some(["tenants", t, "databases", d]) if valid(t) && valid(d) => read_or(m, "DELETE"),
+        Some(["reset"]) => (m == "POST").then_some(Route::new(Op::Reset)),
+        Some(["tenants"]) => (m == "POST").then_some(Route::new(Op::CreateTenant)),
+        Some(["tenants", t]) if valid(t) => read_or(m, "PATCH", Op::UpdateTenant),
+        Some(["tenants", t, "databases"]) if valid(t) => read_or(m, "POST", Op::CreateDatabase),
+        Some(["tenants", t, "databases", d]) if valid(t) && valid(d) => {
+            read_or(m, "DELETE", Op::DeleteDatabase)
+        }
         Some(["tenants", t, "databases", d, rest @ ..]) if valid(t) && valid(d) => {
             database_route(m, rest)?
         }
         Some(["collections", crn]) if valid(crn) => get_only(m),
         Some(_) => None,
     };
-    match access {
-        Some(access) => Ok(access),
-        None if is_get => Ok(Read),
+    match op {
+        Some(route) => Ok(route),
+        None if is_get => read,
         None => Err(RouteError::NotFound(format!(
             "chroma-ha does not forward {method} {path}: it is not a Chroma v2 write it knows how to replicate"
         ))),
@@ -64,55 +157,60 @@ pub fn classify(method: &Method, path: &str) -> Result<Access, RouteError> {
 }
 
 /// Routes under `/api/v2/tenants/{t}/databases/{d}/`.
-fn database_route(m: &str, rest: &[&str]) -> Result<Option<Access>, RouteError> {
-    use Access::{Read, Write};
+fn database_route(m: &str, rest: &[&str]) -> Result<Option<Route>, RouteError> {
+    use Operation as Op;
     Ok(match rest {
-        ["collections"] => read_or(m, "POST"),
+        ["collections"] => read_or(m, "POST", Op::CreateCollection),
         ["collections_count"] => get_only(m),
         ["collections", "by-id", id] => {
             collection_id(id)?;
-            get_only(m)
+            (m == "GET").then(|| Route::on(Op::Read, id))
         }
         // GET and DELETE address a collection by name; PUT (modify) by id.
         ["collections", name] if valid(name) => match m {
-            "GET" | "DELETE" => Some(if m == "GET" { Read } else { Write }),
+            "GET" => Some(Route::on(Op::Read, name)),
+            "DELETE" => Some(Route::on(Op::DeleteCollection, name)),
             "PUT" => {
                 collection_id(name)?;
-                Some(Write)
+                Some(Route::on(Op::UpdateCollection, name))
             }
             _ => None,
         },
         ["collections", id, op @ ..] => {
             collection_id(id)?;
-            collection_route(m, op)
+            collection_route(m, op).map(|op| Route::on(op, id))
         }
         _ => None,
     })
 }
 
 /// Routes under `.../collections/{id}/`.
-fn collection_route(m: &str, op: &[&str]) -> Option<Access> {
-    use Access::{Read, Write};
+fn collection_route(m: &str, op: &[&str]) -> Option<Operation> {
+    use Operation as Op;
     match (m, op) {
-        ("POST", ["add" | "update" | "upsert" | "delete" | "fork"]) => Some(Write),
-        ("POST", ["get" | "query" | "search"]) => Some(Read),
-        ("GET", ["count" | "indexing_status" | "fork_count"]) => Some(Read),
-        ("POST", ["functions", "attach"]) => Some(Write),
-        ("POST", ["attached_functions", name, "detach"]) if valid(name) => Some(Write),
-        ("GET", ["functions", name]) if valid(name) => Some(Read),
+        ("POST", ["add"]) => Some(Op::Add),
+        ("POST", ["update"]) => Some(Op::Update),
+        ("POST", ["upsert"]) => Some(Op::Upsert),
+        ("POST", ["delete"]) => Some(Op::DeleteRecords),
+        ("POST", ["fork"]) => Some(Op::ForkCollection),
+        ("POST", ["get" | "query" | "search"]) => Some(Op::Read),
+        ("GET", ["count" | "indexing_status" | "fork_count"]) => Some(Op::Read),
+        ("POST", ["functions", "attach"]) => Some(Op::AttachFunction),
+        ("POST", ["attached_functions", name, "detach"]) if valid(name) => Some(Op::DetachFunction),
+        ("GET", ["functions", name]) if valid(name) => Some(Op::Read),
         _ => None,
     }
 }
 
-fn get_only(m: &str) -> Option<Access> {
-    (m == "GET").then_some(Access::Read)
+fn get_only(m: &str) -> Option<Route> {
+    (m == "GET").then_some(Route::new(Operation::Read))
 }
 
-fn read_or(m: &str, write_method: &str) -> Option<Access> {
+fn read_or(m: &str, write_method: &str, write: Operation) -> Option<Route> {
     if m == "GET" {
-        Some(Access::Read)
+        Some(Route::new(Operation::Read))
     } else {
-        (m == write_method).then_some(Access::Write)
+        (m == write_method).then_some(Route::new(write))
     }
 }
 
@@ -145,7 +243,7 @@ mod tests {
     const ID: &str = "5f1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
 
     fn check(method: &str, path: &str) -> Result<Access, RouteError> {
-        classify(&Method::from_bytes(method.as_bytes()).unwrap(), path)
+        classify(&Method::from_bytes(method.as_bytes()).unwrap(), path).map(|r| r.op.access())
     }
 
     #[test]
@@ -196,6 +294,30 @@ mod tests {
         for (method, path, expected) in cases {
             assert_eq!(check(method, &path), Ok(expected), "{method} {path}");
         }
+    }
+
+    #[test]
+    fn writes_name_their_operation_and_collection() {
+        let c = format!("{P}/collections/{ID}");
+        let route =
+            |m: &str, p: &str| classify(&Method::from_bytes(m.as_bytes()).unwrap(), p).unwrap();
+        assert_eq!(
+            route("POST", &format!("{c}/add")),
+            Route::on(Operation::Add, ID)
+        );
+        assert_eq!(
+            route("POST", &format!("{c}/delete")).op,
+            Operation::DeleteRecords
+        );
+        assert_eq!(
+            route("DELETE", &format!("{P}/collections/docs")),
+            Route::on(Operation::DeleteCollection, "docs")
+        );
+        assert_eq!(
+            route("POST", &format!("{P}/collections")),
+            Route::new(Operation::CreateCollection)
+        );
+        assert!(Operation::Upsert.can_queue() && !Operation::CreateCollection.can_queue());
     }
 
     #[test]

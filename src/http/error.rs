@@ -27,6 +27,15 @@ pub enum ApiError {
     /// Missing or wrong admin bearer token.
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// The write-ahead log store cannot be used.
+    #[error("{0}")]
+    WalUnavailable(String),
+    /// A request with the same idempotency key is still in flight.
+    #[error("{0}")]
+    Conflict(String),
+    /// An idempotency key reused for a different request.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
     /// No instance could serve the request.
     #[error("no usable Chroma instance: {0}")]
     Unavailable(String),
@@ -46,7 +55,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "PayloadTooLarge",
             Self::AdminDisabled => "Forbidden",
             Self::Unauthorized => "Unauthorized",
-            Self::Unavailable(_) => "ServiceUnavailable",
+            Self::Unavailable(_) | Self::WalUnavailable(_) => "ServiceUnavailable",
+            Self::Conflict(_) => "Conflict",
+            Self::IdempotencyMismatch(_) => "IdempotencyKeyReused",
             Self::BadGateway(_) => "BadGateway",
             Self::Internal(_) => "InternalError",
         }
@@ -61,7 +72,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::WalUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

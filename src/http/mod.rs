@@ -1,4 +1,5 @@
-//! The actix-web layer: starts the actors, then serves the proxy, service and admin endpoints.
+//! The actix-web layer: opens the WAL, starts the actors, then serves the proxy, service and
+//! admin endpoints until SIGTERM or Ctrl-C.
 //!
 //! Handlers ask the router where a request goes; they never decide health or routing themselves.
 
@@ -6,19 +7,34 @@ pub mod admin;
 pub mod error;
 pub mod proxy;
 pub mod service;
+pub mod write;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix::{Addr, Supervisor};
-use actix_web::dev::Server;
+use actix::{Addr, Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
+use log::{info, warn};
 
 use crate::actors::health::{HealthActor, ProbeSettings};
+use crate::actors::retention::RetentionActor;
 use crate::actors::router::RouterActor;
+use crate::actors::wal_writer::{Drain, WalWriterActor};
 use crate::config::Config;
 use crate::instance::InstanceSpec;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
+use crate::wal::store::{WalError, WalStore};
+
+/// Why the proxy could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The WAL store could not be opened or migrated.
+    #[error("cannot open the write-ahead log (DATABASE_URL): {0}")]
+    Wal(#[from] WalError),
+    /// The listening socket could not be bound or the server failed.
+    #[error("cannot serve on LISTEN_ADDR: {0}")]
+    Listen(#[from] std::io::Error),
+}
 
 /// One instance as the HTTP layer sees it: what it is and who judges its health.
 pub struct InstanceHandle {
@@ -40,6 +56,22 @@ pub struct AppState {
     pub started: Instant,
     /// Share of reads sent to replicas, for the routers.
     pub read_replica_ratio: f64,
+    /// The log's only writer.
+    pub wal: Addr<WalWriterActor>,
+    /// The log, for blocking reads (status, transactions) on actix's blocking pool.
+    pub store: WalStore,
+}
+
+impl AppState {
+    /// Finds an instance by its name.
+    pub fn instance(&self, name: &str) -> Option<&InstanceHandle> {
+        self.instances.iter().find(|i| i.spec.name.as_str() == name)
+    }
+
+    /// Specs of every instance, in order.
+    pub fn specs(&self) -> Vec<InstanceSpec> {
+        self.instances.iter().map(|i| i.spec.clone()).collect()
+    }
 }
 
 /// Parts each worker thread owns: awc clients are not `Send`, and a router on the worker's
@@ -53,7 +85,7 @@ pub struct Worker {
 
 impl Worker {
     /// Starts this thread's router and client; runs inside each worker.
-    fn start(state: &AppState, timeout: std::time::Duration) -> Self {
+    fn start(state: &AppState, timeout: Duration) -> Self {
         let roles = state.instances.iter().map(|i| i.spec.role).collect();
         let health = state
             .instances
@@ -69,22 +101,44 @@ impl Worker {
     }
 }
 
-impl AppState {
-    /// Finds an instance by its name.
-    pub fn instance(&self, name: &str) -> Option<&InstanceHandle> {
-        self.instances.iter().find(|i| i.spec.name.as_str() == name)
+/// Opens and recovers the WAL, then starts its writer on a thread of its own.
+fn start_wal(
+    config: &Config,
+    specs: &[InstanceSpec],
+) -> Result<(WalStore, Addr<WalWriterActor>), WalError> {
+    let names = specs.iter().map(|s| s.name.to_string()).collect();
+    let store = WalStore::open(&config.database, names)?;
+    let (queued, dropped) = store.recover()?;
+    if queued > 0 {
+        warn!(
+            "recovery: {queued} writes had no recorded outcome (the proxy stopped mid-write); they are queued for replay to every instance"
+        );
     }
-
-    /// Specs of every instance, in order.
-    pub fn specs(&self) -> Vec<InstanceSpec> {
-        self.instances.iter().map(|i| i.spec.clone()).collect()
+    if dropped > 0 {
+        warn!("recovery: dropped {dropped} backlog rows of instances no longer configured");
     }
+    let head = store.head_seq()?;
+    info!(
+        "write-ahead log: {} ({}), head at seq {head}",
+        store.backend(),
+        config.database
+    );
+    let writer_store = store.clone();
+    let ttl = config.idempotency_ttl;
+    let wal = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        WalWriterActor::new(writer_store, head, ttl)
+    });
+    let (retained, retention, key_ttl) =
+        (store.clone(), config.wal_retention, config.idempotency_ttl);
+    Supervisor::start(move |_| RetentionActor::new(retained, retention, key_ttl));
+    Ok((store, wal))
 }
 
-/// Starts the actors and binds the server; must run inside an actix `System`.
-/// The server drains in-flight requests for SHUTDOWN_GRACE after SIGTERM or Ctrl-C.
-pub fn start(config: &Config) -> std::io::Result<Server> {
+/// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
+/// the WAL writer commits the last outcomes. Must run inside an actix `System`.
+pub async fn serve(config: &Config) -> Result<(), ServeError> {
     let specs = config.instances();
+    let (store, wal) = start_wal(config, &specs)?;
     let settings = ProbeSettings::from_interval(config.check_interval);
     let stats = Stats::new(specs.len());
     let instances = specs
@@ -101,6 +155,8 @@ pub fn start(config: &Config) -> std::io::Result<Server> {
         admin_token: config.admin_token.clone(),
         started: Instant::now(),
         read_replica_ratio: config.read_replica_ratio,
+        wal: wal.clone(),
+        store,
     });
     let timeout = config.request_timeout;
     let server = HttpServer::new(move || {
@@ -114,5 +170,17 @@ pub fn start(config: &Config) -> std::io::Result<Server> {
     .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64)
     .bind(config.listen_addr)?
     .run();
-    Ok(server)
+    info!("listening on http://{}", config.listen_addr);
+    server.await?;
+    if let Err(e) = wal
+        .send(Drain)
+        .await
+        .map(|r| r.map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| Err(e.to_string()))
+    {
+        warn!(
+            "shutdown: the last write outcomes could not be committed ({e}); recovery will queue those writes"
+        );
+    }
+    Ok(())
 }

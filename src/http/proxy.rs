@@ -1,20 +1,21 @@
 //! The proxy handler: every Chroma route. Classifies the request, asks the router for candidates,
 //! and sends it to them in order until one answers (zero-gap failover within the request).
+//! Writes take the WAL path of [`super::write`] first.
 //!
 //! Never forwards a request the route table refuses, never forwards more than the headers Chroma
 //! needs, and never answers a client with a connection error while a usable instance is left.
 
-use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use log::{error, warn};
 
 use super::error::ApiError;
-use super::{AppState, Worker};
+use super::{AppState, Worker, write};
 use crate::actors::health::{ReportFailure, RequestProbe};
-use crate::actors::router::{Access, Route};
+use crate::actors::router::{Access, RouteRequest};
 use crate::chroma::headers::keep_response_header;
-use crate::chroma::routes::classify;
+use crate::chroma::routes::{Route, classify};
+use crate::instance::InstanceId;
 use crate::stats::bump;
 use crate::upstream::UpstreamResponse;
 
@@ -31,19 +32,58 @@ pub async fn forward(
     let stats = &state.stats;
     bump(&stats.requests);
     let admitted = admit(&req, payload).await;
-    let (access, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
-    bump(match access {
-        Access::Read => &stats.reads,
-        Access::Write => &stats.writes,
-    });
-    let candidates = worker
-        .router
-        .send(Route { access })
-        .await
-        .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))?;
+    let (route, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
+    match route.op.access() {
+        Access::Read => {
+            bump(&stats.reads);
+            let candidates = candidates(&worker, Access::Read).await?;
+            match execute(&state, &worker, &candidates, Access::Read, &req, &body).await {
+                Execution::Answered { answer, .. } => Ok(respond(answer)),
+                Execution::Unreachable(detail) => Err(unavailable(&state, &req, detail)),
+                Execution::Invalid(detail) => Err(ApiError::BadGateway(detail)),
+            }
+        }
+        Access::Write => {
+            bump(&stats.writes);
+            write::write(&req, &route, body, &state, &worker).await
+        }
+    }
+}
 
-    let method = req.method();
-    let path = req.path();
+/// What became of a request sent down the candidate list.
+pub enum Execution {
+    /// An instance answered (any status); it is the one that executed the request.
+    Answered {
+        instance: InstanceId,
+        answer: UpstreamResponse,
+    },
+    /// No candidate could be reached; the reason for each one tried.
+    Unreachable(String),
+    /// The request could not be sent at all; no instance would take it.
+    Invalid(String),
+}
+
+/// The router's candidates for a request of this kind.
+pub async fn candidates(worker: &Worker, access: Access) -> Result<Vec<InstanceId>, ApiError> {
+    worker
+        .router
+        .send(RouteRequest { access })
+        .await
+        .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))
+}
+
+/// Sends the request to the candidates in order: a connection failure or timeout marks the
+/// instance down and moves on; a 5xx is tried once on the next candidate.
+pub async fn execute(
+    state: &AppState,
+    worker: &Worker,
+    candidates: &[InstanceId],
+    access: Access,
+    req: &HttpRequest,
+    body: &Bytes,
+) -> Execution {
+    let stats = &state.stats;
+    let (method, path) = (req.method(), req.path());
     let path_and_query = req.uri().path_and_query().map_or(path, |p| p.as_str());
     let mut failures: Vec<String> = Vec::new();
     let mut retried_server_error = false;
@@ -54,17 +94,14 @@ pub async fn forward(
         let next = candidates
             .get(n + 1)
             .map(|next| &state.instances[next.0].spec.name);
-        match worker
-            .upstream
-            .send(
-                &instance.spec.url,
-                method,
-                path_and_query,
-                req.headers(),
-                body.clone(),
-            )
-            .await
-        {
+        let sent = worker.upstream.send(
+            &instance.spec.url,
+            method,
+            path_and_query,
+            req.headers(),
+            body.clone(),
+        );
+        match sent.await {
             Ok(answer)
                 if answer.status.is_server_error() && !retried_server_error && next.is_some() =>
             {
@@ -83,7 +120,10 @@ pub async fn forward(
                     Access::Read => &counters.reads,
                     Access::Write => &counters.writes,
                 });
-                return Ok(respond(answer));
+                return Execution::Answered {
+                    instance: *id,
+                    answer,
+                };
             }
             Err(e) if e.fails_over() => {
                 bump(&counters.failures);
@@ -99,22 +139,30 @@ pub async fn forward(
                 }
                 failures.push(format!("{name}: {e}"));
             }
-            Err(e) => return Err(ApiError::BadGateway(format!("{name}: {e}"))),
+            Err(e) => return Execution::Invalid(format!("{name}: {e}")),
         }
     }
-    bump(&stats.unavailable);
-    let detail = if failures.is_empty() {
+    Execution::Unreachable(if failures.is_empty() {
         "every instance is marked down".to_string()
     } else {
         failures.join("; ")
-    };
-    error!("{method} {path}: no usable Chroma instance ({detail})");
-    Err(ApiError::Unavailable(detail))
+    })
+}
+
+/// The 503 for a request no instance could serve, logged with every instance's reason.
+pub fn unavailable(state: &AppState, req: &HttpRequest, detail: String) -> ApiError {
+    bump(&state.stats.unavailable);
+    error!(
+        "{} {}: no usable Chroma instance ({detail})",
+        req.method(),
+        req.path()
+    );
+    ApiError::Unavailable(detail)
 }
 
 /// Classifies the request and reads its body, refusing what must not be forwarded.
-async fn admit(req: &HttpRequest, payload: web::Payload) -> Result<(Access, Bytes), ApiError> {
-    let access = classify(req.method(), req.path())?;
+async fn admit(req: &HttpRequest, payload: web::Payload) -> Result<(Route, Bytes), ApiError> {
+    let route = classify(req.method(), req.path())?;
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -128,13 +176,12 @@ async fn admit(req: &HttpRequest, payload: web::Payload) -> Result<(Access, Byte
         .await
         .map_err(|_| ApiError::PayloadTooLarge(MAX_BODY_BYTES))?
         .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
-    Ok((access, body))
+    Ok((route, body))
 }
 
 /// The client's answer: Chroma's status, end-to-end headers and body.
-fn respond(answer: UpstreamResponse) -> HttpResponse {
-    let status = StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = HttpResponse::build(status);
+pub fn respond(answer: UpstreamResponse) -> HttpResponse {
+    let mut response = HttpResponse::build(answer.status);
     for (name, value) in answer
         .headers
         .iter()

@@ -12,12 +12,49 @@ use super::error::ApiError;
 use super::{AppState, Worker};
 use crate::actors::health::{GetHealth, HealthSnapshot};
 use crate::actors::router::CountUsable;
+use crate::wal::store::{Backlog, WalStatus};
 
 /// Registers the service routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/status", web::get().to(status))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .route("/wal/status", web::get().to(wal_status))
+        .route("/transactions/{id}", web::get().to(transaction));
+}
+
+/// The `write_ahead_log` block and every instance's backlog, read on the blocking pool.
+async fn wal_block(state: &AppState) -> Result<(WalStatus, Vec<Backlog>), ApiError> {
+    let store = state.store.clone();
+    web::block(move || store.status(0, false))
+        .await
+        .map_err(|e| ApiError::Internal(format!("WAL status task failed: {e}")))?
+        .map_err(|e| ApiError::WalUnavailable(e.to_string()))
+}
+
+async fn wal_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (status, backlogs) = wal_block(&state).await?;
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    body["instances"] = serde_json::to_value(backlogs).unwrap_or_default();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn transaction(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let lookup = id.clone();
+    let view = web::block(move || store.transaction(&lookup))
+        .await
+        .map_err(|e| ApiError::Internal(format!("transaction lookup failed: {e}")))?
+        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+    match view {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(ApiError::NotFound(format!(
+            "no transaction `{id}` in the write-ahead log"
+        ))),
+    }
 }
 
 /// 200 `healthy` when every instance is usable, 200 `degraded` when some are, 503 when none is.
@@ -56,12 +93,18 @@ pub async fn snapshots(state: &AppState) -> Result<Vec<HealthSnapshot>, ApiError
 
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let instances = snapshots(&state).await?;
+    // The status page stays up while the WAL store is down, and says why.
+    let wal = match wal_block(&state).await {
+        Ok((status, _)) => serde_json::to_value(status).unwrap_or_default(),
+        Err(e) => json!({"backend": state.store.backend(), "error": e.to_string()}),
+    };
     Ok(HttpResponse::Ok().json(json!({
         "service": "chroma-ha",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "healthy_instances": instances.iter().filter(|i| i.healthy).count(),
         "instances": instances,
+        "write_ahead_log": wal,
         "stats": state.stats.snapshot(&state.specs()),
     })))
 }

@@ -1,0 +1,2 @@
+DROP TABLE wal_applied;
+DROP TABLE wal_entries;

@@ -1,0 +1,200 @@
+//! WalWriterActor: the only writer of the log. `Append` answers once the entry is durable;
+//! appends and outcome records that arrive while a commit is on disk are committed together in
+//! the next transaction, with one fsync (group commit, self-clocking: the slower the disk, the
+//! larger the batch).
+//!
+//! It runs alone on its own arbiter thread and blocks that thread in each commit, which is what
+//! lets messages pile up into the next batch. It never executes a write against an instance,
+//! and never answers an append before its commit returned.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use log::{error, info};
+use tokio::sync::oneshot;
+
+use super::guarded;
+use crate::wal::models::{EntryState, Resolution, Seq, WriteRecord, now_ms};
+use crate::wal::store::{Appended, WalError, WalStore};
+
+/// Most appends in one transaction; bounds the size of one commit.
+pub const MAX_BATCH: usize = 512;
+/// Pause before retrying outcome records after a failed commit, so a down store is not spun on.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Log this write durably; answers once it is on disk (or why it could not be).
+#[derive(Message)]
+#[rtype(result = "Result<Appended, WalError>")]
+pub struct Append(pub WriteRecord);
+
+/// Record the outcome of a logged write; committed with the next batch, not awaited.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resolve(pub Resolution);
+
+/// Commit everything accumulated now and answer when done (at shutdown).
+#[derive(Message)]
+#[rtype(result = "Result<(), WalError>")]
+pub struct Drain;
+
+/// Commit what has accumulated.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+type Waiter = oneshot::Sender<Result<Appended, WalError>>;
+
+/// Appends and records outcomes, in group commits.
+pub struct WalWriterActor {
+    store: WalStore,
+    idempotency_ttl: Duration,
+    next_seq: i64,
+    appends: Vec<(WriteRecord, Waiter)>,
+    resolutions: Vec<Resolution>,
+    flush_scheduled: bool,
+    /// Whether the last commit failed, so the outage is logged once, and its end.
+    store_down: bool,
+}
+
+impl WalWriterActor {
+    /// A writer that numbers new entries after `head`.
+    pub fn new(store: WalStore, head: Seq, idempotency_ttl: Duration) -> Self {
+        Self {
+            store,
+            idempotency_ttl,
+            next_seq: head.0 + 1,
+            appends: Vec::new(),
+            resolutions: Vec::new(),
+            flush_scheduled: false,
+            store_down: false,
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            // Runs after the mailbox is drained, so everything queued so far joins this batch.
+            ctx.notify(Flush);
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), WalError> {
+        let take = self.appends.len().min(MAX_BATCH);
+        let batch: Vec<(WriteRecord, Waiter)> = self.appends.drain(..take).collect();
+        let resolutions = std::mem::take(&mut self.resolutions);
+        let first = Seq(self.next_seq);
+        // Numbers are consumed even if the commit fails: a commit error can be ambiguous (the
+        // data may be on disk), so a number handed to the store is never reused.
+        self.next_seq += batch.len() as i64;
+        let records: Vec<&WriteRecord> = batch.iter().map(|(r, _)| r).collect();
+        let key_cutoff = now_ms() - self.idempotency_ttl.as_millis() as i64;
+        match self.store.commit(first, &records, &resolutions, key_cutoff) {
+            Ok(outcomes) => {
+                if std::mem::take(&mut self.store_down) {
+                    info!(
+                        "write-ahead log store ({}) is reachable again",
+                        self.store.backend()
+                    );
+                }
+                for ((_, waiter), outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = waiter.send(Ok(outcome));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.store_down, true) {
+                    error!(
+                        "write-ahead log store ({}) failed: {e}; writes are refused until it is back",
+                        self.store.backend()
+                    );
+                }
+                // Outcomes are kept for the next commit; appends that may have reached the disk
+                // are marked failed there, so recovery never replays a write the client was
+                // told was refused.
+                self.resolutions.extend(resolutions);
+                self.resolutions
+                    .extend((0..batch.len() as i64).map(|i| Resolution {
+                        seq: Seq(first.0 + i),
+                        state: EntryState::Failed,
+                        status: None,
+                        response: None,
+                        error: Some(format!(
+                            "not executed: the write-ahead log commit failed: {e}"
+                        )),
+                        applied_on: None,
+                    }));
+                for (_, waiter) in batch {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Actor for WalWriterActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for WalWriterActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.flush_scheduled = false;
+    }
+}
+
+impl Handler<Append> for WalWriterActor {
+    type Result = ResponseFuture<Result<Appended, WalError>>;
+
+    fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) -> Self::Result {
+        let (waiter, answer) = oneshot::channel();
+        self.appends.push((msg.0, waiter));
+        self.schedule(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(WalError::Unavailable("the WAL writer restarted".into())))
+        })
+    }
+}
+
+impl Handler<Resolve> for WalWriterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) {
+        self.resolutions.push(msg.0);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Flush> for WalWriterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let committed = guarded("wal writer", ctx, || self.flush());
+        if !self.appends.is_empty() {
+            self.schedule(ctx);
+        } else if !self.resolutions.is_empty() {
+            if matches!(committed, Some(Ok(()))) {
+                self.schedule(ctx);
+            } else {
+                self.flush_scheduled = true;
+                ctx.run_later(RETRY_PAUSE, |act, ctx| {
+                    act.flush_scheduled = false;
+                    act.schedule(ctx);
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Drain> for WalWriterActor {
+    type Result = Result<(), WalError>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Result<(), WalError> {
+        while !self.appends.is_empty() || !self.resolutions.is_empty() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The write path (DESIGN section 3): log the write durably, execute it with failover, record
+//! the outcome, answer with `X-Transaction-Id`. Idempotency keys return the first answer.
+//!
+//! Never sends a write to an instance before `Append` has answered that it is durable; a write
+//! the WAL cannot take is refused with 503 and executed nowhere.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::proxy::{Execution, candidates, execute, respond, unavailable};
+use super::{AppState, Worker};
+use crate::actors::router::Access;
+use crate::actors::wal_writer::{Append, Resolve};
+use crate::chroma::routes::Route;
+use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
+use crate::wal::store::Appended;
+
+/// Response header naming the write's transaction.
+pub const TRANSACTION_HEADER: &str = "x-transaction-id";
+/// Request header carrying the client's idempotency key.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// Logs, executes and resolves one write.
+pub async fn write(
+    req: &HttpRequest,
+    route: &Route,
+    body: Bytes,
+    state: &AppState,
+    worker: &Worker,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(req)?;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.path(), |p| p.as_str())
+        .to_string();
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let record = WriteRecord {
+        txn_id: uuid::Uuid::new_v4().to_string(),
+        idempotency_key: key,
+        kind: route.op.name(),
+        method: req.method().to_string(),
+        path,
+        headers: json!({ "content-type": content_type }).to_string(),
+        body: body.clone(),
+        collection: route.collection.clone(),
+    };
+    let txn_id = record.txn_id.clone();
+    let appended = state
+        .wal
+        .send(Append(record.clone()))
+        .await
+        .map_err(|e| refused(format!("the WAL writer did not answer: {e}")))?
+        .map_err(|e| refused(e.to_string()))?;
+    let seq = match appended {
+        Appended::Logged(seq) => seq,
+        Appended::Duplicate(earlier) => return answer_again(&record, *earlier),
+        Appended::InFlight => return Err(in_flight(None)),
+    };
+
+    let candidates = candidates(worker, Access::Write).await?;
+    let execution = execute(state, worker, &candidates, Access::Write, req, &body).await;
+    let (resolution, mut response) = resolve(seq, route, execution, state, req);
+    state.wal.do_send(Resolve(resolution));
+    set_transaction(&mut response, &txn_id);
+    Ok(response)
+}
+
+/// The entry's outcome and the client's answer.
+fn resolve(
+    seq: Seq,
+    route: &Route,
+    execution: Execution,
+    state: &AppState,
+    req: &HttpRequest,
+) -> (Resolution, HttpResponse) {
+    let outcome = |state, status: StatusCode, response: Option<Bytes>, error| Resolution {
+        seq,
+        state,
+        status: Some(status.as_u16()),
+        response,
+        error,
+        applied_on: None,
+    };
+    match execution {
+        Execution::Answered { instance, answer } => {
+            let entry_state = if answer.status.is_success() {
+                EntryState::Committed
+            } else if answer.status.is_client_error() {
+                EntryState::Rejected
+            } else {
+                EntryState::Failed
+            };
+            let mut resolution =
+                outcome(entry_state, answer.status, Some(answer.body.clone()), None);
+            if entry_state == EntryState::Committed {
+                resolution.applied_on = Some(state.instances[instance.0].spec.name.to_string());
+            }
+            (resolution, respond(answer))
+        }
+        Execution::Unreachable(detail) if route.op.can_queue() => {
+            let body = Bytes::from(
+                json!({
+                    "state": "queued",
+                    "message": "no Chroma instance is usable: the write is logged and will be applied in order when one returns",
+                })
+                .to_string(),
+            );
+            let status = StatusCode::ACCEPTED;
+            let response = HttpResponse::build(status)
+                .content_type("application/json")
+                .body(body.clone());
+            (
+                outcome(EntryState::Queued, status, Some(body), Some(detail)),
+                response,
+            )
+        }
+        Execution::Unreachable(detail) => {
+            let error = unavailable(state, req, detail);
+            let status = error.status_code();
+            (
+                outcome(EntryState::Failed, status, None, Some(error.to_string())),
+                error.error_response(),
+            )
+        }
+        Execution::Invalid(detail) => {
+            let error = ApiError::BadGateway(detail);
+            let status = error.status_code();
+            (
+                outcome(EntryState::Failed, status, None, Some(error.to_string())),
+                error.error_response(),
+            )
+        }
+    }
+}
+
+/// A retry under a used key: the first answer if the request is the same, else 422.
+fn answer_again(request: &WriteRecord, earlier: EntryRow) -> Result<HttpResponse, ApiError> {
+    if earlier.method != request.method
+        || earlier.path != request.path
+        || earlier.body != request.body
+    {
+        return Err(ApiError::IdempotencyMismatch(format!(
+            "Idempotency-Key `{}` was used for a different request (transaction {})",
+            request.idempotency_key.as_deref().unwrap_or(""),
+            earlier.txn_id
+        )));
+    }
+    let mut response = match (earlier.state.as_str(), earlier.status) {
+        ("logged", _) => return Err(in_flight(Some(&earlier.txn_id))),
+        (_, Some(status)) => {
+            let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+            HttpResponse::build(status)
+                .content_type("application/json")
+                .insert_header(("idempotent-replayed", "true"))
+                .body(earlier.response.unwrap_or_default())
+        }
+        (state, None) => HttpResponse::Accepted()
+            .insert_header(("idempotent-replayed", "true"))
+            .json(json!({"state": state, "message": "the write is logged and will be applied in order"})),
+    };
+    set_transaction(&mut response, &earlier.txn_id);
+    Ok(response)
+}
+
+/// A write the log could not take: refused, executed nowhere.
+fn refused(reason: String) -> ApiError {
+    ApiError::WalUnavailable(format!("{reason}; the write was not executed"))
+}
+
+fn in_flight(txn_id: Option<&str>) -> ApiError {
+    ApiError::Conflict(match txn_id {
+        Some(id) => format!(
+            "a request with this Idempotency-Key is still in flight (transaction {id}); retry later"
+        ),
+        None => "another request with this Idempotency-Key is in flight; retry later".to_string(),
+    })
+}
+
+fn set_transaction(response: &mut HttpResponse, txn_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(txn_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(TRANSACTION_HEADER), value);
+    }
+}
+
+/// The client's idempotency key: `Idempotency-Key`, or its alias `X-Transaction-Id`; sent once.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let headers = req.headers();
+    let values: Vec<&HeaderValue> = headers
+        .get_all(IDEMPOTENCY_HEADER)
+        .chain(headers.get_all(TRANSACTION_HEADER))
+        .collect();
+    let value = match values.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "send one Idempotency-Key (or X-Transaction-Id) header, not several".to_string(),
+            ));
+        }
+    };
+    let key = value.to_str().ok().filter(|k| {
+        !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+    });
+    key.map(|k| Some(k.to_string())).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        ))
+    })
+}

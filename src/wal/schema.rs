@@ -1,0 +1,37 @@
+//! The WAL tables, shared by the PostgreSQL and SQLite backends (portable types only: times are
+//! milliseconds since the epoch, flags are text states).
+
+diesel::table! {
+    /// One row per client write, in sequence order.
+    wal_entries (seq) {
+        seq -> BigInt,
+        txn_id -> Text,
+        idempotency_key -> Nullable<Text>,
+        kind -> Text,
+        method -> Text,
+        path -> Text,
+        headers -> Text,
+        body -> Binary,
+        collection -> Nullable<Text>,
+        state -> Text,
+        status -> Nullable<Integer>,
+        response -> Nullable<Binary>,
+        error -> Nullable<Text>,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Per entry and instance: applied or failed; no row means not yet applied there.
+    wal_applied (seq, instance) {
+        seq -> BigInt,
+        instance -> Text,
+        state -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(wal_entries, wal_applied);

@@ -1,0 +1,536 @@
+//! The WAL store: an r2d2 pool of diesel connections to PostgreSQL or SQLite, the embedded
+//! migrations, and every query the proxy runs against the log. Each query is written once and
+//! compiled for both backends by [`with_conn!`].
+//!
+//! Blocking: call it only from the WAL writer's own thread or from `web::block`, never from an
+//! async executor thread. Queries page or aggregate: nothing here loads the whole log.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use serde::Serialize;
+
+use super::models::{
+    AppliedRow, EntryRow, EntryState, FAILED, NewEntry, Resolution, Seq, WriteRecord, now_ms,
+};
+use super::schema::{wal_applied, wal_entries};
+use crate::config::DatabaseUrl;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Per-instance state of an entry not yet applied there.
+pub const PENDING: &str = "pending";
+/// Longest wait for a pooled connection: a WAL store that does not answer in this time is down,
+/// and the write is refused rather than left hanging.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the WAL could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalError {
+    /// The store cannot be reached or refused the statement; retry later.
+    #[error("write-ahead log store unavailable: {0}")]
+    Unavailable(String),
+    /// The schema could not be brought up to date.
+    #[error("write-ahead log migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<diesel::result::Error> for WalError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for WalError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+enum AnyPool {
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend is configured.
+macro_rules! with_conn {
+    ($pool:expr, |$conn:ident| $body:expr) => {
+        match &*$pool {
+            AnyPool::Postgres(pool) => {
+                let mut pooled = pool.get()?;
+                let $conn: &mut PgConnection = &mut pooled;
+                $body
+            }
+            AnyPool::Sqlite(pool) => {
+                let mut pooled = pool.get()?;
+                let $conn: &mut SqliteConnection = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// Durability settings applied to every SQLite connection.
+#[derive(Debug)]
+struct SqliteDurability;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteDurability {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        // WAL journal + synchronous FULL: a commit is on disk when it returns; readers never
+        // block the writer; busy_timeout lets retention and the writer take turns.
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// What became of one append in a group commit.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// Durable under this sequence number.
+    Logged(Seq),
+    /// The idempotency key was already used by this earlier entry; nothing was logged.
+    Duplicate(Box<EntryRow>),
+    /// The idempotency key is used by another append of the same batch, still in flight.
+    InFlight,
+}
+
+/// The `write_ahead_log` block of `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalStatus {
+    /// `postgresql` or `sqlite`.
+    pub backend: &'static str,
+    /// Entries some instance has not applied yet.
+    pub pending_writes: i64,
+    /// Whether replay is applying entries right now.
+    pub is_replaying: bool,
+    /// Entry/instance pairs given up on after the retry limit.
+    pub failed_replays: i64,
+    /// Age in seconds of the oldest pending entry, or null.
+    pub oldest_pending: Option<f64>,
+    /// Entries applied by replay since the proxy started.
+    pub total_replayed: u64,
+    /// Highest sequence number in the log (0 when empty).
+    pub head_seq: i64,
+}
+
+/// Entries one instance still lacks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    /// The instance.
+    pub instance: String,
+    /// How many entries it lacks.
+    pub entries: i64,
+    /// Age in seconds of the oldest one, or null.
+    pub oldest_seconds: Option<f64>,
+}
+
+/// One write as `GET /transactions/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransactionView {
+    pub transaction_id: String,
+    pub seq: i64,
+    pub state: String,
+    pub kind: String,
+    pub method: String,
+    pub path: String,
+    pub collection: Option<String>,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub instances: Vec<InstanceApplication>,
+}
+
+/// One entry on one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceApplication {
+    pub instance: String,
+    /// `applied`, `pending` or `failed`; `not_applicable` for rejected and failed writes.
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// Handle on the WAL database; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct WalStore {
+    pool: std::sync::Arc<AnyPool>,
+    instances: std::sync::Arc<Vec<String>>,
+}
+
+impl WalStore {
+    /// Connects, applies pending migrations, and returns the store for these instances.
+    pub fn open(url: &DatabaseUrl, instances: Vec<String>) -> Result<Self, WalError> {
+        let pool = match url {
+            DatabaseUrl::Postgres(url) => {
+                let pool = Pool::builder()
+                    .max_size(8)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .build(ConnectionManager::<PgConnection>::new(url))
+                    .map_err(|e| WalError::Unavailable(e.to_string()))?;
+                let mut conn = pool.get()?;
+                conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map_err(|e| WalError::Migration(e.to_string()))?;
+                AnyPool::Postgres(pool)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let pool = Pool::builder()
+                    .max_size(4)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .connection_customizer(Box::new(SqliteDurability))
+                    .build(ConnectionManager::<SqliteConnection>::new(
+                        path.to_string_lossy(),
+                    ))
+                    .map_err(|e| WalError::Unavailable(e.to_string()))?;
+                let mut conn = pool.get()?;
+                conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map_err(|e| WalError::Migration(e.to_string()))?;
+                AnyPool::Sqlite(pool)
+            }
+        };
+        Ok(Self {
+            pool: std::sync::Arc::new(pool),
+            instances: std::sync::Arc::new(instances),
+        })
+    }
+
+    /// `postgresql` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match *self.pool {
+            AnyPool::Postgres(_) => "postgresql",
+            AnyPool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Startup recovery: entries left `logged` by a crash have an unknown outcome and become
+    /// `queued`, so replay applies them everywhere; backlog rows of instances no longer
+    /// configured are dropped. Returns (entries queued, rows dropped).
+    pub fn recover(&self) -> Result<(usize, usize), WalError> {
+        let known = self.instances.as_slice();
+        with_conn!(self.pool, |conn| {
+            conn.transaction::<_, WalError, _>(|c| {
+                let queued = diesel::update(
+                    wal_entries::table.filter(wal_entries::state.eq(EntryState::Logged.as_str())),
+                )
+                .set((
+                    wal_entries::state.eq(EntryState::Queued.as_str()),
+                    wal_entries::error.eq("outcome unknown: the proxy stopped while executing it"),
+                    wal_entries::updated_ms.eq(now_ms()),
+                ))
+                .execute(c)?;
+                let dropped = diesel::delete(
+                    wal_applied::table
+                        .filter(wal_applied::state.eq(PENDING))
+                        .filter(wal_applied::instance.ne_all(known)),
+                )
+                .execute(c)?;
+                Ok((queued, dropped))
+            })
+        })
+    }
+
+    /// Highest sequence number in the log, 0 when empty.
+    pub fn head_seq(&self) -> Result<Seq, WalError> {
+        with_conn!(self.pool, |conn| {
+            let head: Option<i64> = wal_entries::table
+                .select(diesel::dsl::max(wal_entries::seq))
+                .first(conn)?;
+            Ok(Seq(head.unwrap_or(0)))
+        })
+    }
+
+    /// One group commit: logs `appends` (numbered from `first_seq`, keys checked against
+    /// entries newer than `key_cutoff_ms`) and records `resolutions`, in one transaction.
+    pub fn commit(
+        &self,
+        first_seq: Seq,
+        appends: &[&WriteRecord],
+        resolutions: &[Resolution],
+        key_cutoff_ms: i64,
+    ) -> Result<Vec<Appended>, WalError> {
+        let instances = self.instances.as_slice();
+        with_conn!(self.pool, |conn| {
+            conn.transaction::<_, WalError, _>(|c| {
+                let now = now_ms();
+                let mut outcomes = Vec::with_capacity(appends.len());
+                let mut rows = Vec::with_capacity(appends.len());
+                let mut keys_in_batch = HashSet::new();
+                let mut next = first_seq.0;
+                for record in appends {
+                    if let Some(key) = record.idempotency_key.as_deref() {
+                        if !keys_in_batch.insert(key) {
+                            outcomes.push(Appended::InFlight);
+                            continue;
+                        }
+                        diesel::update(
+                            wal_entries::table
+                                .filter(wal_entries::idempotency_key.eq(key))
+                                .filter(wal_entries::created_ms.lt(key_cutoff_ms)),
+                        )
+                        .set(wal_entries::idempotency_key.eq(None::<String>))
+                        .execute(c)?;
+                        let earlier = wal_entries::table
+                            .filter(wal_entries::idempotency_key.eq(key))
+                            .select(EntryRow::as_select())
+                            .first(c)
+                            .optional()?;
+                        match earlier {
+                            // A failed write is one the client was told failed: a retry under
+                            // its key must run, not replay the failure.
+                            Some(earlier) if earlier.state == EntryState::Failed.as_str() => {
+                                diesel::update(wal_entries::table.find(earlier.seq))
+                                    .set(wal_entries::idempotency_key.eq(None::<String>))
+                                    .execute(c)?;
+                            }
+                            Some(earlier) => {
+                                outcomes.push(Appended::Duplicate(Box::new(earlier)));
+                                continue;
+                            }
+                            None => {}
+                        }
+                    }
+                    rows.push(NewEntry {
+                        seq: next,
+                        txn_id: &record.txn_id,
+                        idempotency_key: record.idempotency_key.as_deref(),
+                        kind: record.kind,
+                        method: &record.method,
+                        path: &record.path,
+                        headers: &record.headers,
+                        body: &record.body,
+                        collection: record.collection.as_deref(),
+                        state: EntryState::Logged.as_str(),
+                        created_ms: now,
+                        updated_ms: now,
+                    });
+                    outcomes.push(Appended::Logged(Seq(next)));
+                    next += 1;
+                }
+                if !rows.is_empty() {
+                    diesel::insert_into(wal_entries::table)
+                        .values(&rows)
+                        .execute(c)?;
+                    let pending: Vec<AppliedRow> = rows
+                        .iter()
+                        .flat_map(|row| {
+                            instances.iter().map(move |instance| AppliedRow {
+                                seq: row.seq,
+                                instance: instance.clone(),
+                                state: PENDING.to_string(),
+                                attempts: 0,
+                                last_error: None,
+                                updated_ms: now,
+                            })
+                        })
+                        .collect();
+                    diesel::insert_into(wal_applied::table)
+                        .values(&pending)
+                        .execute(c)?;
+                }
+                for r in resolutions {
+                    diesel::update(wal_entries::table.find(r.seq.0))
+                        .set((
+                            wal_entries::state.eq(r.state.as_str()),
+                            wal_entries::status.eq(r.status.map(i32::from)),
+                            wal_entries::response.eq(r.response.as_deref()),
+                            wal_entries::error.eq(r.error.as_deref()),
+                            wal_entries::updated_ms.eq(now),
+                        ))
+                        .execute(c)?;
+                    let rows_of_entry = wal_applied::table.filter(wal_applied::seq.eq(r.seq.0));
+                    match r.state {
+                        EntryState::Rejected | EntryState::Failed => {
+                            diesel::delete(rows_of_entry).execute(c)?;
+                        }
+                        _ => {
+                            if let Some(instance) = &r.applied_on {
+                                diesel::update(
+                                    rows_of_entry.filter(wal_applied::instance.eq(instance)),
+                                )
+                                .set((
+                                    wal_applied::state.eq(super::models::APPLIED),
+                                    wal_applied::attempts.eq(wal_applied::attempts + 1),
+                                    wal_applied::updated_ms.eq(now),
+                                ))
+                                .execute(c)?;
+                            }
+                        }
+                    }
+                }
+                Ok(outcomes)
+            })
+        })
+    }
+
+    /// One write by its transaction id, with its application on every instance.
+    pub fn transaction(&self, txn_id: &str) -> Result<Option<TransactionView>, WalError> {
+        with_conn!(self.pool, |conn| {
+            let Some(entry) = wal_entries::table
+                .filter(wal_entries::txn_id.eq(txn_id))
+                .select(EntryRow::as_select())
+                .first(conn)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let applied: Vec<AppliedRow> = wal_applied::table
+                .filter(wal_applied::seq.eq(entry.seq))
+                .select(AppliedRow::as_select())
+                .load(conn)?;
+            Ok(Some(transaction_view(entry, &applied, &self.instances)))
+        })
+    }
+
+    /// Counts for the `write_ahead_log` status block and each instance's backlog.
+    pub fn status(
+        &self,
+        total_replayed: u64,
+        is_replaying: bool,
+    ) -> Result<(WalStatus, Vec<Backlog>), WalError> {
+        let backend = self.backend();
+        with_conn!(self.pool, |conn| {
+            let pending = wal_applied::table.filter(wal_applied::state.eq(PENDING));
+            let pending_writes: i64 = pending
+                .select(diesel::dsl::count(wal_applied::seq).aggregate_distinct())
+                .first(conn)?;
+            let failed_replays: i64 = wal_applied::table
+                .filter(wal_applied::state.eq(FAILED))
+                .count()
+                .get_result(conn)?;
+            let oldest_seq: Option<i64> = pending
+                .select(diesel::dsl::min(wal_applied::seq))
+                .first(conn)?;
+            let head: Option<i64> = wal_entries::table
+                .select(diesel::dsl::max(wal_entries::seq))
+                .first(conn)?;
+            let age = |seq: Option<i64>, conn: &mut _| -> Result<Option<f64>, WalError> {
+                let Some(seq) = seq else { return Ok(None) };
+                let created: i64 = wal_entries::table
+                    .find(seq)
+                    .select(wal_entries::created_ms)
+                    .first(conn)?;
+                Ok(Some((now_ms() - created).max(0) as f64 / 1000.0))
+            };
+            let oldest_pending = age(oldest_seq, conn)?;
+            let mut backlogs = Vec::with_capacity(self.instances.len());
+            for instance in self.instances.iter() {
+                let mine = pending.filter(wal_applied::instance.eq(instance));
+                let entries: i64 = mine.count().get_result(conn)?;
+                let oldest: Option<i64> = mine
+                    .select(diesel::dsl::min(wal_applied::seq))
+                    .first(conn)?;
+                backlogs.push(Backlog {
+                    instance: instance.clone(),
+                    entries,
+                    oldest_seconds: age(oldest, conn)?,
+                });
+            }
+            let status = WalStatus {
+                backend,
+                pending_writes,
+                is_replaying,
+                failed_replays,
+                oldest_pending,
+                total_replayed,
+                head_seq: head.unwrap_or(0),
+            };
+            Ok((status, backlogs))
+        })
+    }
+
+    /// Retention: forgets idempotency keys older than `key_cutoff_ms`, and deletes up to `limit`
+    /// entries older than `cutoff_ms` that precede every entry still pending or failed on some
+    /// instance (applied everywhere, or rejected). Returns (entries deleted, keys forgotten).
+    pub fn purge(
+        &self,
+        cutoff_ms: i64,
+        key_cutoff_ms: i64,
+        limit: i64,
+    ) -> Result<(usize, usize), WalError> {
+        with_conn!(self.pool, |conn| {
+            conn.transaction::<_, WalError, _>(|c| {
+                let keys = diesel::update(
+                    wal_entries::table
+                        .filter(wal_entries::idempotency_key.is_not_null())
+                        .filter(wal_entries::created_ms.lt(key_cutoff_ms)),
+                )
+                .set(wal_entries::idempotency_key.eq(None::<String>))
+                .execute(c)?;
+                let unfinished: Option<i64> = wal_applied::table
+                    .filter(wal_applied::state.ne(super::models::APPLIED))
+                    .select(diesel::dsl::min(wal_applied::seq))
+                    .first(c)?;
+                let mut old = wal_entries::table
+                    .filter(wal_entries::created_ms.lt(cutoff_ms))
+                    .filter(wal_entries::state.ne(EntryState::Logged.as_str()))
+                    .select(wal_entries::seq)
+                    .order(wal_entries::seq)
+                    .limit(limit)
+                    .into_boxed();
+                if let Some(first) = unfinished {
+                    old = old.filter(wal_entries::seq.lt(first));
+                }
+                let seqs: Vec<i64> = old.load(c)?;
+                if seqs.is_empty() {
+                    return Ok((0, keys));
+                }
+                diesel::delete(wal_applied::table.filter(wal_applied::seq.eq_any(&seqs)))
+                    .execute(c)?;
+                let deleted =
+                    diesel::delete(wal_entries::table.filter(wal_entries::seq.eq_any(&seqs)))
+                        .execute(c)?;
+                Ok((deleted, keys))
+            })
+        })
+    }
+}
+
+fn transaction_view(
+    entry: EntryRow,
+    applied: &[AppliedRow],
+    instances: &[String],
+) -> TransactionView {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.to_rfc3339())
+    };
+    let instances = instances
+        .iter()
+        .map(|name| match applied.iter().find(|a| &a.instance == name) {
+            Some(a) => InstanceApplication {
+                instance: name.clone(),
+                state: a.state.clone(),
+                attempts: a.attempts,
+                last_error: a.last_error.clone(),
+            },
+            None => InstanceApplication {
+                instance: name.clone(),
+                state: "not_applicable".to_string(),
+                attempts: 0,
+                last_error: None,
+            },
+        })
+        .collect();
+    TransactionView {
+        transaction_id: entry.txn_id,
+        seq: entry.seq,
+        state: entry.state,
+        kind: entry.kind,
+        method: entry.method,
+        path: entry.path,
+        collection: entry.collection,
+        status: entry.status,
+        error: entry.error,
+        created_at: time(entry.created_ms),
+        updated_at: time(entry.updated_ms),
+        instances,
+    }
+}
