@@ -27,9 +27,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 #[rtype(result = "Result<Appended, WalError>")]
 pub struct Append(pub WriteRecord);
 
-/// Record the outcome of a logged write; committed with the next batch, not awaited.
+/// Record the outcome of a logged write; answers once it is committed (see
+/// [`WalStore::commit`] for how durable that is).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), WalError>")]
 pub struct Resolve(pub Resolution);
 
 /// Commit everything accumulated now and answer when done (at shutdown).
@@ -42,15 +43,17 @@ pub struct Drain;
 #[rtype(result = "()")]
 struct Flush;
 
-type Waiter = oneshot::Sender<Result<Appended, WalError>>;
+type Waiter<T> = oneshot::Sender<Result<T, WalError>>;
 
 /// Appends and records outcomes, in group commits.
 pub struct WalWriterActor {
     store: WalStore,
     idempotency_ttl: Duration,
     next_seq: i64,
-    appends: Vec<(WriteRecord, Waiter)>,
-    resolutions: Vec<Resolution>,
+    appends: Vec<(WriteRecord, Waiter<Appended>)>,
+    /// Outcomes to record; the waiter is gone once answered (a failed commit is retried
+    /// without keeping the client waiting).
+    resolutions: Vec<(Resolution, Option<Waiter<()>>)>,
     flush_scheduled: bool,
     /// Whether the last commit failed, so the outage is logged once, and its end.
     store_down: bool,
@@ -80,8 +83,9 @@ impl WalWriterActor {
 
     fn flush(&mut self) -> Result<(), WalError> {
         let take = self.appends.len().min(MAX_BATCH);
-        let batch: Vec<(WriteRecord, Waiter)> = self.appends.drain(..take).collect();
-        let resolutions = std::mem::take(&mut self.resolutions);
+        let batch: Vec<(WriteRecord, Waiter<Appended>)> = self.appends.drain(..take).collect();
+        let (resolutions, resolved): (Vec<Resolution>, Vec<Option<Waiter<()>>>) =
+            std::mem::take(&mut self.resolutions).into_iter().unzip();
         let first = Seq(self.next_seq);
         // Numbers are consumed even if the commit fails: a commit error can be ambiguous (the
         // data may be on disk), so a number handed to the store is never reused.
@@ -99,6 +103,9 @@ impl WalWriterActor {
                 for ((_, waiter), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiter.send(Ok(outcome));
                 }
+                for waiter in resolved.into_iter().flatten() {
+                    let _ = waiter.send(Ok(()));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -111,19 +118,20 @@ impl WalWriterActor {
                 // Outcomes are kept for the next commit; appends that may have reached the disk
                 // are marked failed there, so recovery never replays a write the client was
                 // told was refused.
-                self.resolutions.extend(resolutions);
-                self.resolutions
-                    .extend((0..batch.len() as i64).map(|i| Resolution {
-                        seq: Seq(first.0 + i),
-                        state: EntryState::Failed,
-                        status: None,
-                        response: None,
-                        error: Some(format!(
-                            "not executed: the write-ahead log commit failed: {e}"
-                        )),
-                        applied_on: None,
-                    }));
+                self.resolutions.extend(resolutions.into_iter().map(|r| (r, None)));
+                let failed = (0..batch.len() as i64).map(|i| Resolution {
+                    seq: Seq(first.0 + i),
+                    state: EntryState::Failed,
+                    status: None,
+                    response: None,
+                    error: Some(format!("not executed: the write-ahead log commit failed: {e}")),
+                    applied_on: None,
+                });
+                self.resolutions.extend(failed.map(|r| (r, None)));
                 for (_, waiter) in batch {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+                for waiter in resolved.into_iter().flatten() {
                     let _ = waiter.send(Err(e.clone()));
                 }
                 Err(e)
@@ -158,11 +166,17 @@ impl Handler<Append> for WalWriterActor {
 }
 
 impl Handler<Resolve> for WalWriterActor {
-    type Result = ();
+    type Result = ResponseFuture<Result<(), WalError>>;
 
-    fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) {
-        self.resolutions.push(msg.0);
+    fn handle(&mut self, msg: Resolve, ctx: &mut Context<Self>) -> Self::Result {
+        let (waiter, answer) = oneshot::channel();
+        self.resolutions.push((msg.0, Some(waiter)));
         self.schedule(ctx);
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(WalError::Unavailable("the WAL writer restarted".into())))
+        })
     }
 }
 

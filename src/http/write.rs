@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use log::warn;
 use serde_json::json;
 
 use super::error::ApiError;
@@ -70,7 +71,12 @@ pub async fn write(
     let candidates = candidates(worker, Access::Write).await?;
     let execution = execute(state, worker, &candidates, Access::Write, req, &body).await;
     let (resolution, mut response) = resolve(seq, route, execution, state, req);
-    state.wal.do_send(Resolve(resolution));
+    // The answer waits for the outcome's commit, so an acknowledged write is committed in the
+    // log even if the proxy dies next; if the store fails now, the client still gets the answer
+    // of a write that did happen, and the writer retries the record.
+    if let Ok(Err(e)) = state.wal.send(Resolve(resolution)).await {
+        warn!("transaction {txn_id}: outcome not recorded yet ({e}); the WAL writer retries it");
+    }
     set_transaction(&mut response, &txn_id);
     Ok(response)
 }

@@ -92,6 +92,32 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteDurabi
     }
 }
 
+/// Whether a connection's commits wait for the disk.
+trait Durability {
+    fn set_durable(&mut self, durable: bool) -> QueryResult<()>;
+}
+
+impl Durability for SqliteConnection {
+    fn set_durable(&mut self, durable: bool) -> QueryResult<()> {
+        // In WAL journal mode NORMAL skips the fsync but never corrupts the file.
+        self.batch_execute(if durable {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        })
+    }
+}
+
+impl Durability for PgConnection {
+    fn set_durable(&mut self, durable: bool) -> QueryResult<()> {
+        self.batch_execute(if durable {
+            "SET synchronous_commit TO ON"
+        } else {
+            "SET synchronous_commit TO OFF"
+        })
+    }
+}
+
 /// What became of one append in a group commit.
 #[derive(Debug, Clone)]
 pub enum Appended {
@@ -250,6 +276,9 @@ impl WalStore {
 
     /// One group commit: logs `appends` (numbered from `first_seq`, keys checked against
     /// entries newer than `key_cutoff_ms`) and records `resolutions`, in one transaction.
+    /// With appends the commit waits for the disk (fsync); outcomes alone are committed without
+    /// waiting for it: they survive a crash of the proxy, and if a power loss takes one, its
+    /// entry is recovered as queued and replayed, which is safe.
     pub fn commit(
         &self,
         first_seq: Seq,
@@ -258,7 +287,9 @@ impl WalStore {
         key_cutoff_ms: i64,
     ) -> Result<Vec<Appended>, WalError> {
         let instances = self.instances.as_slice();
+        let durable = !appends.is_empty();
         with_conn!(self.pool, |conn| {
+            conn.set_durable(durable)?;
             conn.transaction::<_, WalError, _>(|c| {
                 let now = now_ms();
                 let mut outcomes = Vec::with_capacity(appends.len());

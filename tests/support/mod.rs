@@ -436,3 +436,170 @@ pub fn python_result(output: &Output) -> Value {
     serde_json::from_str(last)
         .unwrap_or_else(|e| panic!("python printed no JSON ({e}): {stdout}\n{stderr}"))
 }
+
+/// Directory holding the PostgreSQL server binaries (`initdb`, `pg_ctl`).
+fn pg_bin() -> PathBuf {
+    let on_path = Command::new("sh").args(["-c", "command -v initdb"]).output().ok();
+    if let Some(out) = on_path.filter(|o| o.status.success()) {
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        return path.parent().unwrap().to_path_buf();
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dir| dir.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().expect("PostgreSQL server binaries not found: run scripts/test.sh, which installs them")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a PostgreSQL binary, as the `postgres` user when we are root (the server refuses root).
+fn pg_command(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A real PostgreSQL server in its own temporary directory, on a free port.
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    running: bool,
+}
+
+impl Postgres {
+    /// `initdb` a fresh cluster and start it.
+    pub fn start() -> Self {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new().prefix("chroma-ha-pg-").tempdir().unwrap();
+        if is_root() {
+            let status = Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status().unwrap();
+            assert!(status.success(), "chown the PostgreSQL directory");
+        }
+        let out = pg_command(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut pg = Self { port: free_port(), dir, bin, running: false };
+        pg.start_again();
+        pg
+    }
+
+    /// `postgres://` URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        pg_command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts the server (again) on the same port and data, waiting until it accepts connections.
+    pub fn start_again(&mut self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let log = self.dir.path().join("postgres.log");
+        let out = self.pg_ctl(&["-w", "-t", "60", "-l", log.to_str().unwrap(), "-o", &options, "start"]);
+        assert!(out.status.success(), "pg_ctl start failed: {}\n{}", String::from_utf8_lossy(&out.stderr), log_tail(&log, 20));
+        self.running = true;
+    }
+
+    /// `pg_ctl stop -m fast`: the server closes every connection and exits.
+    pub fn stop(&mut self) {
+        let out = self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.running = false;
+    }
+
+    /// Runs SQL with `psql` and returns its unaligned output, one row per line.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        let local = self.bin.join("psql");
+        let psql = if local.exists() { local } else { PathBuf::from("psql") };
+        let out = Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-At", "-F", "|", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+        }
+    }
+}
+
+/// The WAL store a test runs against: a fresh SQLite file or a fresh PostgreSQL server.
+pub enum WalBackend {
+    Sqlite(tempfile::TempDir),
+    Postgres(Postgres),
+}
+
+impl WalBackend {
+    pub fn sqlite() -> Self {
+        Self::Sqlite(tempfile::Builder::new().prefix("chroma-ha-wal-").tempdir().unwrap())
+    }
+
+    pub fn postgres() -> Self {
+        Self::Postgres(Postgres::start())
+    }
+
+    /// The DATABASE_URL for the proxy.
+    pub fn database_url(&self) -> String {
+        match self {
+            Self::Sqlite(dir) => dir.path().join("wal.sqlite").display().to_string(),
+            Self::Postgres(pg) => pg.url(),
+        }
+    }
+
+    /// Runs SQL against the WAL store, straight, and returns rows as `|`-separated text.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        match self {
+            Self::Postgres(pg) => pg.query(sql),
+            Self::Sqlite(_) => {
+                let script = "import sqlite3, sys\nfor row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print('|'.join('' if v is None else str(v) for v in row))";
+                let out = Command::new(venv().join("bin/python"))
+                    .args(["-c", script, &self.database_url(), sql])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "sqlite query failed: {}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+            }
+        }
+    }
+}
+
+/// Defines one test per WAL backend from a function taking the backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn sqlite() {
+                super::$scenario(super::support::WalBackend::sqlite());
+            }
+            #[test]
+            fn postgres() {
+                super::$scenario(super::support::WalBackend::postgres());
+            }
+        }
+    };
+}
