@@ -14,10 +14,13 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 VENV="$(scripts/setup-venv.sh)"
 cargo build --release --quiet
 WORK="$(mktemp -d /tmp/chroma-ha-bench.XXXXXX)"
+chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its directory
 pids=()
+PG_CTL=()
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
+  [ ${#PG_CTL[@]} -gt 0 ] && "${PG_CTL[@]}" -m immediate stop > /dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -46,22 +49,44 @@ start_chroma() {
   wait_http "http://127.0.0.1:$PORT/api/v2/heartbeat"
 }
 
-# start_proxy VAR=VALUE...: starts the release proxy with these settings, sets $PROXY.
-start_proxy() {
-  local port
+# start_postgres: initdb + pg_ctl in $WORK on a free port, sets $PG_URL.
+start_postgres() {
+  local bin port
+  bin="$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")"
   port="$(free_port)"
-  env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn target/release/chroma-ha > "$WORK/proxy.log" 2>&1 &
+  mkdir -p "$WORK/pg"
+  local as=()
+  [ "$(id -u)" = 0 ] && { chown postgres "$WORK/pg"; as=(runuser -u postgres --); }
+  "${as[@]}" "$bin/initdb" -A trust -U postgres --no-sync -D "$WORK/pg/data" > /dev/null
+  "${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
+    -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1" start > /dev/null
+  PG_CTL=("${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data")
+  PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# start_proxy NAME VAR=VALUE...: starts the release proxy with these settings in $WORK/NAME,
+# sets $PROXY and $PROXY_PID.
+start_proxy() {
+  local port name=$1
+  shift
+  port="$(free_port)"
+  mkdir -p "$WORK/$name"
+  (cd "$WORK/$name" && exec env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn "$OLDPWD/target/release/chroma-ha") > "$WORK/$name/log" 2>&1 &
   PROXY_PID=$!
   pids+=($PROXY_PID)
   PROXY="http://127.0.0.1:$port"
   wait_http "$PROXY/health"
 }
 
-# wrk_once URL CONNS [BODY_FILE]: prints "req/s p50_ms p99_ms".
+# wrk_once URL CONNS [BODY_FILE | add]: prints "req/s p50_ms p99_ms".
 wrk_once() {
   local url=$1 conns=$2 body=${3:-} script=()
-  [ -n "$body" ] && script=(-s scripts/bench/post.lua)
-  BODY_FILE="$body" wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${DURATION}s" --latency "${script[@]}" "$url" |
+  case "$body" in
+    "") ;;
+    add) script=(-s scripts/bench/add.lua) ;;
+    *) script=(-s scripts/bench/post.lua) ;;
+  esac
+  RUN="r$RANDOM$RANDOM" BODY_FILE="$body" wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${DURATION}s" --latency "${script[@]}" "$url" |
     awk '
       function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
       /Requests\/sec/ { rps = $2 }
@@ -90,19 +115,34 @@ compare() {
 
 start_chroma primary; PRIMARY_PORT=$PORT
 start_chroma replica; REPLICA_PORT=$PORT
+start_postgres
 DIRECT="http://127.0.0.1:$PRIMARY_PORT"
+REPLICA="http://127.0.0.1:$REPLICA_PORT"
 ID="$("$VENV/bin/python" scripts/bench/seed.py "$DIRECT" bench 1000 128 "$WORK/query.json")"
-# Reads stay on the primary, which holds the seeded collection under this id.
-start_proxy PRIMARY_URL="$DIRECT" REPLICA_URL="http://127.0.0.1:$REPLICA_PORT" READ_REPLICA_RATIO=0
-COLL="/api/v2/tenants/default_tenant/databases/default_database/collections/$ID"
+ADDS="$("$VENV/bin/python" scripts/bench/seed.py "$DIRECT" adds 1 8 /dev/null)"
+# Reads stay on the primary, which holds the seeded collections under these ids.
+start_proxy proxy-pg PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0 DATABASE_URL="$PG_URL"
+PROXY_PG=$PROXY
+start_proxy proxy-sqlite PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0
+COLL="/api/v2/tenants/default_tenant/databases/default_database/collections"
 
 echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, runs=$RUNS x ${DURATION}s, wrk"
 echo
 echo "| test                         |   c | direct/s  | proxy/s   | ratio | p50 dir | p50 pxy | p50 add | p99 dir | p99 pxy |"
 echo "|------------------------------|-----|-----------|-----------|-------|---------|---------|---------|---------|---------|"
 compare "GET /api/v2/heartbeat" 1 "$DIRECT/api/v2/heartbeat" "$PROXY/api/v2/heartbeat"
-compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/query" "$PROXY$COLL/query" "$WORK/query.json"
-compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/query" "$PROXY$COLL/query" "$WORK/query.json"
+compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
+compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
+compare "add 1 record, WAL sqlite" 1 "$DIRECT$COLL/$ADDS/add" "$PROXY$COLL/$ADDS/add" add
+compare "add 1 record, WAL sqlite" 8 "$DIRECT$COLL/$ADDS/add" "$PROXY$COLL/$ADDS/add" add
+compare "add 1 record, WAL postgres" 1 "$DIRECT$COLL/$ADDS/add" "$PROXY_PG$COLL/$ADDS/add" add
+compare "add 1 record, WAL postgres" 8 "$DIRECT$COLL/$ADDS/add" "$PROXY_PG$COLL/$ADDS/add" add
 echo
 echo "latencies in ms; ratio = proxy req/s / direct req/s; p50 add = proxy p50 - direct p50"
 echo "proxy RSS after the runs: $(( $(awk '/VmRSS/ { print $2 }' /proc/$PROXY_PID/status) / 1024 )) MB"
+echo
+echo "WAL append throughput (benches/wal_append.rs, group commit, ${DURATION}s per level):"
+cargo build --release --quiet --bench wal_append
+WAL_BENCH="$(ls -t target/release/deps/wal_append-* | grep -v '\.d$' | head -1)"
+DATABASE_URL="$WORK/append.sqlite" BENCH_DURATION="$DURATION" "$WAL_BENCH"
+DATABASE_URL="$PG_URL" BENCH_DURATION="$DURATION" "$WAL_BENCH"

@@ -92,14 +92,23 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteDurabi
     }
 }
 
-/// Whether a connection's commits wait for the disk.
+/// How each backend chooses whether a commit waits for the disk.
 trait Durability {
-    fn set_durable(&mut self, durable: bool) -> QueryResult<()>;
+    /// Called before the transaction begins.
+    fn before_transaction(&mut self, _durable: bool) -> QueryResult<()> {
+        Ok(())
+    }
+
+    /// Called first thing inside the transaction.
+    fn in_transaction(&mut self, _durable: bool) -> QueryResult<()> {
+        Ok(())
+    }
 }
 
 impl Durability for SqliteConnection {
-    fn set_durable(&mut self, durable: bool) -> QueryResult<()> {
-        // In WAL journal mode NORMAL skips the fsync but never corrupts the file.
+    fn before_transaction(&mut self, durable: bool) -> QueryResult<()> {
+        // A per-connection setting, so it is set on every commit. In WAL journal mode NORMAL
+        // skips the fsync but never corrupts the file.
         self.batch_execute(if durable {
             "PRAGMA synchronous = FULL"
         } else {
@@ -109,12 +118,9 @@ impl Durability for SqliteConnection {
 }
 
 impl Durability for PgConnection {
-    fn set_durable(&mut self, durable: bool) -> QueryResult<()> {
-        self.batch_execute(if durable {
-            "SET synchronous_commit TO ON"
-        } else {
-            "SET synchronous_commit TO OFF"
-        })
+    fn in_transaction(&mut self, durable: bool) -> QueryResult<()> {
+        // SET LOCAL ends with the transaction; durable commits need no extra round trip.
+        if durable { Ok(()) } else { self.batch_execute("SET LOCAL synchronous_commit TO OFF") }
     }
 }
 
@@ -289,8 +295,9 @@ impl WalStore {
         let instances = self.instances.as_slice();
         let durable = !appends.is_empty();
         with_conn!(self.pool, |conn| {
-            conn.set_durable(durable)?;
+            conn.before_transaction(durable)?;
             conn.transaction::<_, WalError, _>(|c| {
+                c.in_transaction(durable)?;
                 let now = now_ms();
                 let mut outcomes = Vec::with_capacity(appends.len());
                 let mut rows = Vec::with_capacity(appends.len());
