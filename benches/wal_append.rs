@@ -17,7 +17,9 @@ use chroma_ha::wal::store::{Appended, WalStore};
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 
 fn record(n: usize) -> WriteRecord {
-    let body = format!(r#"{{"ids":["bench-{n}"],"embeddings":[[0.1,0.2,0.3,0.4]],"documents":["a small record, as a client adds it"]}}"#);
+    let body = format!(
+        r#"{{"ids":["bench-{n}"],"embeddings":[[0.1,0.2,0.3,0.4]],"documents":["a small record, as a client adds it"]}}"#
+    );
     WriteRecord {
         txn_id: uuid::Uuid::now_v7().to_string(),
         idempotency_key: None,
@@ -31,10 +33,17 @@ fn record(n: usize) -> WriteRecord {
 }
 
 fn main() {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "/tmp/chroma-ha-bench-wal.sqlite".into());
-    let seconds: u64 = std::env::var("BENCH_DURATION").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let database = if url.starts_with("postgres") { DatabaseUrl::Postgres(url.clone()) } else { DatabaseUrl::Sqlite(url.clone().into()) };
-    let store = WalStore::open(&database, vec!["primary".into(), "replica".into()]).expect("open the WAL store");
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "/tmp/chroma-ha-bench-wal.sqlite".into());
+    let seconds: u64 =
+        std::env::var("BENCH_DURATION").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let database = if url.starts_with("postgres") {
+        DatabaseUrl::Postgres(url.clone())
+    } else {
+        DatabaseUrl::Sqlite(url.clone().into())
+    };
+    let store = WalStore::open(&database, vec!["primary".into(), "replica".into()])
+        .expect("open the WAL store");
     println!("backend {}", store.backend());
     actix::System::new().block_on(async move {
         let head = store.head_seq().expect("head");

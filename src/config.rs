@@ -57,11 +57,7 @@ const SETTINGS: &[&str] = &[
 
 /// Command line of `chroma-ha`; every flag falls back to the environment variable it names.
 #[derive(Parser, Debug, Default)]
-#[command(
-    name = "chroma-ha",
-    version,
-    about = "High-availability proxy for ChromaDB"
-)]
+#[command(name = "chroma-ha", version, about = "High-availability proxy for ChromaDB")]
 pub struct Cli {
     /// Primary Chroma base URL, e.g. http://127.0.0.1:8000
     #[arg(long, env = "PRIMARY_URL")]
@@ -133,10 +129,7 @@ impl fmt::Display for ConfigError {
 }
 
 fn error(setting: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting: setting.to_string(),
-        message: message.into(),
-    }
+    ConfigError { setting: setting.to_string(), message: message.into() }
 }
 
 /// Raw settings by environment name, before validation; tests build one from a map.
@@ -183,11 +176,7 @@ impl RawSettings {
             ("WAL_RETENTION", &cli.wal_retention),
             ("IDEMPOTENCY_TTL", &cli.idempotency_ttl),
         ];
-        Self::from_pairs(
-            fields
-                .iter()
-                .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))),
-        )
+        Self::from_pairs(fields.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))))
     }
 
     /// Fills settings not yet given from a TOML document (keys are lower-case setting names).
@@ -205,15 +194,10 @@ impl RawSettings {
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Array(items) => {
                     let strings: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
-                    strings
-                        .ok_or_else(|| error(name, "an array here must hold strings"))?
-                        .join(",")
+                    strings.ok_or_else(|| error(name, "an array here must hold strings"))?.join(",")
                 }
                 other => {
-                    return Err(error(
-                        name,
-                        format!("expected a string or number, got {other}"),
-                    ));
+                    return Err(error(name, format!("expected a string or number, got {other}")));
                 }
             };
             self.0.entry(name).or_insert(text);
@@ -222,10 +206,7 @@ impl RawSettings {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
+        self.0.get(name).map(String::as_str).filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -303,10 +284,7 @@ fn parse_database(value: Option<&str>) -> Result<DatabaseUrl, ConfigError> {
     }
     let path = value.strip_prefix("sqlite://").unwrap_or(value);
     if path.contains("://") {
-        return Err(error(
-            "DATABASE_URL",
-            "expected postgres://... or an SQLite file path",
-        ));
+        return Err(error("DATABASE_URL", "expected postgres://... or an SQLite file path"));
     }
     Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
 }
@@ -326,10 +304,7 @@ impl Config {
     pub fn validate(raw: &RawSettings) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let primary_url = match raw.get("PRIMARY_URL") {
-            None => Err(error(
-                "PRIMARY_URL",
-                "required: the primary Chroma base URL",
-            )),
+            None => Err(error("PRIMARY_URL", "required: the primary Chroma base URL")),
             Some(url) => parse_url("PRIMARY_URL", url),
         };
         let replica_urls = raw
@@ -350,10 +325,7 @@ impl Config {
             None => Ok(DEFAULT_READ_REPLICA_RATIO),
             Some(v) => match v.trim().parse::<f64>() {
                 Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                _ => Err(error(
-                    "READ_REPLICA_RATIO",
-                    format!("`{v}` is not a number from 0 to 1"),
-                )),
+                _ => Err(error("READ_REPLICA_RATIO", format!("`{v}` is not a number from 0 to 1"))),
             },
         };
         let config = Self {
@@ -416,22 +388,14 @@ impl Config {
                 "must be at least IDEMPOTENCY_TTL: a retried write must still find its entry",
             ));
         }
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 
     /// The instances this proxy fronts: `primary` first, then `replica`, `replica-2`, ...
     pub fn instances(&self) -> Vec<InstanceSpec> {
         let primary = (Role::Primary, "primary".to_string(), &self.primary_url);
         let replicas = self.replica_urls.iter().enumerate().map(|(i, url)| {
-            let name = if i == 0 {
-                "replica".to_string()
-            } else {
-                format!("replica-{}", i + 1)
-            };
+            let name = if i == 0 { "replica".to_string() } else { format!("replica-{}", i + 1) };
             (Role::Replica, name, url)
         });
         std::iter::once(primary)
@@ -463,11 +427,7 @@ impl fmt::Display for Config {
             self.request_timeout,
             self.read_replica_ratio,
             self.consistency_window,
-            if self.admin_token.is_some() {
-                "<redacted>"
-            } else {
-                "<unset: admin disabled>"
-            },
+            if self.admin_token.is_some() { "<redacted>" } else { "<unset: admin disabled>" },
             self.protected_collections.join(","),
             self.wal_retention,
             self.idempotency_ttl,
@@ -484,12 +444,7 @@ fn take<T>(errors: &mut Vec<ConfigError>, value: Result<T, ConfigError>) -> Opti
 /// A Chroma base URL: `http://host[:port]`, no credentials, path, query or fragment.
 fn parse_url(setting: &str, text: &str) -> Result<String, ConfigError> {
     let text = text.trim().trim_end_matches('/');
-    let bad = |why: &str| {
-        error(
-            setting,
-            format!("`{text}` is not a usable Chroma URL: {why}"),
-        )
-    };
+    let bad = |why: &str| error(setting, format!("`{text}` is not a usable Chroma URL: {why}"));
     let uri: Uri = text.parse().map_err(|_| bad("it does not parse"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -521,25 +476,19 @@ fn take_duration(
 fn duration(raw: &RawSettings, name: &str, default: Duration) -> Result<Duration, ConfigError> {
     match raw.get(name) {
         None => Ok(default),
-        Some(text) => parse_duration(text)
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                error(
-                    name,
-                    format!(
-                        "`{text}` is not a positive duration (seconds, or 500ms, 2s, 1m, 1h, 7d)"
-                    ),
-                )
-            }),
+        Some(text) => parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
+            error(
+                name,
+                format!("`{text}` is not a positive duration (seconds, or 500ms, 2s, 1m, 1h, 7d)"),
+            )
+        }),
     }
 }
 
 /// Seconds as a plain number, or a number with a unit: ms, s, m, h, d.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number.trim().parse().ok()?;
     let scale = match unit {
@@ -579,10 +528,7 @@ mod tests {
 
     #[test]
     fn missing_primary_is_named() {
-        assert_eq!(
-            settings_named(validate(&[]).unwrap_err()),
-            vec!["PRIMARY_URL"]
-        );
+        assert_eq!(settings_named(validate(&[]).unwrap_err()), vec!["PRIMARY_URL"]);
     }
 
     #[test]
@@ -611,13 +557,7 @@ mod tests {
 
     #[test]
     fn urls_with_secrets_paths_or_other_schemes_are_refused() {
-        for url in [
-            "http://u:p@h:1",
-            "http://h:1/api",
-            "https://h:1",
-            "h:1",
-            "http://h:1?x=1",
-        ] {
+        for url in ["http://u:p@h:1", "http://h:1/api", "https://h:1", "h:1", "http://h:1?x=1"] {
             let errors = validate(&[("PRIMARY_URL", url)]).unwrap_err();
             assert_eq!(settings_named(errors), vec!["PRIMARY_URL"], "{url}");
         }
@@ -640,11 +580,7 @@ mod tests {
             ("REPLICA_URL", "http://127.0.0.1:2,http://127.0.0.1:3"),
         ])
         .unwrap();
-        let names: Vec<String> = config
-            .instances()
-            .iter()
-            .map(|i| i.name.to_string())
-            .collect();
+        let names: Vec<String> = config.instances().iter().map(|i| i.name.to_string()).collect();
         assert_eq!(names, ["primary", "replica", "replica-2"]);
     }
 
@@ -676,20 +612,16 @@ mod tests {
 
     #[test]
     fn toml_unknown_keys_are_errors() {
-        let err = RawSettings::default()
-            .fill_from_toml("primry_url = \"x\"", "f.toml")
-            .unwrap_err();
+        let err =
+            RawSettings::default().fill_from_toml("primry_url = \"x\"", "f.toml").unwrap_err();
         assert_eq!(err.setting, "f.toml");
         assert!(err.message.contains("primry_url"));
     }
 
     #[test]
     fn display_redacts_the_admin_token() {
-        let config = validate(&[
-            ("PRIMARY_URL", "http://127.0.0.1:1"),
-            ("ADMIN_TOKEN", "s3cret"),
-        ])
-        .unwrap();
+        let config =
+            validate(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("ADMIN_TOKEN", "s3cret")]).unwrap();
         let line = config.to_string();
         assert!(!line.contains("s3cret"));
         assert!(line.contains("<redacted>"));
@@ -699,46 +631,30 @@ mod tests {
     fn database_url_picks_the_backend_and_hides_the_password() {
         let base = ("PRIMARY_URL", "http://127.0.0.1:1");
         let config = validate(&[base]).unwrap();
-        assert_eq!(
-            config.database,
-            DatabaseUrl::Sqlite(DEFAULT_SQLITE_FILE.into())
-        );
+        assert_eq!(config.database, DatabaseUrl::Sqlite(DEFAULT_SQLITE_FILE.into()));
         let config = validate(&[base, ("DATABASE_URL", "sqlite:///var/lib/wal.db")]).unwrap();
-        assert_eq!(
-            config.database,
-            DatabaseUrl::Sqlite("/var/lib/wal.db".into())
-        );
+        assert_eq!(config.database, DatabaseUrl::Sqlite("/var/lib/wal.db".into()));
         let url = "postgres://chroma:hunter2@db:5432/wal";
         let config = validate(&[base, ("DATABASE_URL", url)]).unwrap();
         assert_eq!(config.database, DatabaseUrl::Postgres(url.into()));
         assert!(!config.to_string().contains("hunter2"));
-        assert!(
-            config
-                .to_string()
-                .contains("postgres://chroma:****@db:5432/wal")
-        );
+        assert!(config.to_string().contains("postgres://chroma:****@db:5432/wal"));
         let errors = validate(&[base, ("DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(settings_named(errors), vec!["DATABASE_URL"]);
     }
 
     #[test]
     fn retention_shorter_than_the_idempotency_ttl_is_refused() {
-        let errors = validate(&[
-            ("PRIMARY_URL", "http://127.0.0.1:1"),
-            ("WAL_RETENTION", "1h"),
-        ])
-        .unwrap_err();
+        let errors = validate(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("WAL_RETENTION", "1h")])
+            .unwrap_err();
         assert_eq!(settings_named(errors), vec!["WAL_RETENTION"]);
     }
 
     #[test]
     fn the_deploy_example_is_valid() {
         let mut raw = RawSettings::default();
-        raw.fill_from_toml(
-            include_str!("../deploy/chroma-ha.toml"),
-            "deploy/chroma-ha.toml",
-        )
-        .unwrap();
+        raw.fill_from_toml(include_str!("../deploy/chroma-ha.toml"), "deploy/chroma-ha.toml")
+            .unwrap();
         let config = Config::validate(&raw).unwrap();
         assert_eq!(config.instances().len(), 2);
     }

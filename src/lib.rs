@@ -16,12 +16,22 @@
 //! - [`http`]: actix-web server; [`http::proxy`] is the failover loop, [`http::service`] the
 //!   status endpoints, [`http::admin`] the admin endpoints.
 //! - [`stats`]: lock-free request counters.
+//! - [`wal`]: the write-ahead log store (diesel, PostgreSQL or SQLite).
+//! - [`actors::wal_writer`]: `WalWriterActor`, the log's only writer, in group commits.
+//! - [`actors::retention`]: `RetentionActor`, deletes what every instance has applied.
+//! - [`actors::replay`]: `ReplayActor`, applies the log to instances that lack entries.
+//! - [`actors::mapping`]: `MappingCacheActor`, persists collection identities.
+//! - [`chroma::ids`]: canonical collection ids and their translation.
+//! - [`progress`]: what each instance still owes, for read-your-writes routing.
+//! - [`ordering`]: writes to one scope pass through the proxy one at a time.
 
 pub mod actors;
 pub mod chroma;
 pub mod config;
 pub mod http;
 pub mod instance;
+pub mod ordering;
+pub mod progress;
 pub mod stats;
 pub mod upstream;
 pub mod wal;

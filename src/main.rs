@@ -17,10 +17,7 @@ fn main() -> ExitCode {
         };
         return match WalStore::open(&database, Vec::new()) {
             Ok(store) => {
-                info!(
-                    "write-ahead log migrations applied to {} ({database})",
-                    store.backend()
-                );
+                info!("write-ahead log migrations applied to {} ({database})", store.backend());
                 ExitCode::SUCCESS
             }
             Err(e) => {

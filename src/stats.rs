@@ -68,9 +68,7 @@ impl Stats {
     /// Zeroed counters for these instances.
     pub fn new(instances: usize) -> Self {
         Self {
-            instances: (0..instances)
-                .map(|_| InstanceCounters::default())
-                .collect(),
+            instances: (0..instances).map(|_| InstanceCounters::default()).collect(),
             ..Self::default()
         }
     }

@@ -73,9 +73,7 @@ pub struct Upstream {
 impl Upstream {
     /// A client whose calls each get `timeout` for the whole exchange.
     pub fn new(timeout: Duration) -> Self {
-        let connector = awc::Connector::new()
-            .timeout(CONNECT_TIMEOUT.min(timeout))
-            .limit(0);
+        let connector = awc::Connector::new().timeout(CONNECT_TIMEOUT.min(timeout)).limit(0);
         let client = awc::Client::builder()
             .connector(connector)
             .disable_redirects()
@@ -95,35 +93,23 @@ impl Upstream {
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{base_url}{path_and_query}"));
+        let mut request =
+            self.client.request(method.clone(), format!("{base_url}{path_and_query}"));
         for (name, value) in request_headers(headers) {
             request = request.append_header((name.clone(), value.clone()));
         }
-        let response = request
-            .send_body(body)
-            .await
-            .map_err(|e| self.send_error(e))?;
+        let response = request.send_body(body).await.map_err(|e| self.send_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut response = response.timeout(deadline.saturating_duration_since(Instant::now()));
-        let body = response
-            .body()
-            .limit(MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| match e {
-                PayloadError::Overflow => UpstreamError::TooLarge,
-                PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    UpstreamError::Timeout(self.timeout)
-                }
-                other => UpstreamError::Broken(format!("reading the answer: {other}")),
-            })?;
-        Ok(UpstreamResponse {
-            status,
-            headers,
-            body,
-        })
+        let body = response.body().limit(MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            PayloadError::Overflow => UpstreamError::TooLarge,
+            PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+                UpstreamError::Timeout(self.timeout)
+            }
+            other => UpstreamError::Broken(format!("reading the answer: {other}")),
+        })?;
+        Ok(UpstreamResponse { status, headers, body })
     }
 
     fn send_error(&self, error: SendRequestError) -> UpstreamError {

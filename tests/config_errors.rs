@@ -8,10 +8,7 @@ fn run(env: &[(&str, &str)]) -> (Option<i32>, String) {
         .envs(env.iter().copied())
         .output()
         .expect("run chroma-ha");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -24,23 +21,16 @@ fn missing_primary_url_exits_2_naming_it() {
 
 #[test]
 fn ratio_out_of_range_exits_2_naming_it() {
-    let (code, stderr) = run(&[
-        ("PRIMARY_URL", "http://127.0.0.1:1"),
-        ("READ_REPLICA_RATIO", "1.7"),
-    ]);
+    let (code, stderr) =
+        run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("READ_REPLICA_RATIO", "1.7")]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("READ_REPLICA_RATIO") && stderr.contains("1.7"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("READ_REPLICA_RATIO") && stderr.contains("1.7"), "{stderr}");
 }
 
 #[test]
 fn unparsable_url_exits_2_naming_it() {
-    let (code, stderr) = run(&[
-        ("PRIMARY_URL", "http://127.0.0.1:1"),
-        ("REPLICA_URL", "http://exa mple:80"),
-    ]);
+    let (code, stderr) =
+        run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("REPLICA_URL", "http://exa mple:80")]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("REPLICA_URL"), "{stderr}");
 }
@@ -49,11 +39,8 @@ fn unparsable_url_exits_2_naming_it() {
 fn bad_config_file_value_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chroma-ha.toml");
-    std::fs::write(
-        &path,
-        "primary_url = \"http://127.0.0.1:1\"\ncheck_interval = \"soon\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "primary_url = \"http://127.0.0.1:1\"\ncheck_interval = \"soon\"\n")
+        .unwrap();
     let (code, stderr) = run(&[("CHROMA_HA_CONFIG", path.to_str().unwrap())]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("CHECK_INTERVAL"), "{stderr}");

@@ -15,24 +15,14 @@ fn a_hung_primary_costs_one_timeout_then_the_replica_serves() {
     let proxy = Proxy::start(
         &primary,
         &[&replica],
-        &[
-            ("REQUEST_TIMEOUT", "2"),
-            ("CHECK_INTERVAL", "1"),
-            ("READ_REPLICA_RATIO", "0"),
-        ],
+        &[("REQUEST_TIMEOUT", "2"), ("CHECK_INTERVAL", "1"), ("READ_REPLICA_RATIO", "0")],
     );
     // Warm the proxy's connection pool to the primary, so the hang hits an established connection.
-    assert_eq!(
-        get(&format!("{}{DB}/collections_count", proxy.url())).status,
-        200
-    );
+    assert_eq!(get(&format!("{}{DB}/collections_count", proxy.url())).status, 200);
 
     primary.sigstop();
     let started = Instant::now();
-    let answer = post(
-        &format!("{}{DB}/collections", proxy.url()),
-        json!({"name": "while-hung"}),
-    );
+    let answer = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "while-hung"}));
     let took = started.elapsed();
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(
@@ -40,11 +30,7 @@ fn a_hung_primary_costs_one_timeout_then_the_replica_serves() {
         "the write waited for REQUEST_TIMEOUT first ({took:?})"
     );
     assert_eq!(proxy.served("replica", "writes"), 1);
-    assert!(
-        replica
-            .collection_names()
-            .contains(&"while-hung".to_string())
-    );
+    assert!(replica.collection_names().contains(&"while-hung".to_string()));
     assert_eq!(proxy.instance_status("primary")["healthy"], false);
 
     let read = get(&format!("{}{DB}/collections/while-hung", proxy.url()));
@@ -55,16 +41,11 @@ fn a_hung_primary_costs_one_timeout_then_the_replica_serves() {
     assert_eq!(proxy.served("replica", "reads"), 1);
 
     primary.sigcont();
-    wait_until(
-        "the thawed primary is healthy again",
-        Duration::from_secs(10),
-        || proxy.instance_status("primary")["healthy"] == true,
-    );
+    wait_until("the thawed primary is healthy again", Duration::from_secs(10), || {
+        proxy.instance_status("primary")["healthy"] == true
+    });
     let log = proxy.log();
-    assert!(
-        log.contains("instance primary") && log.contains("is DOWN"),
-        "down transition logged"
-    );
+    assert!(log.contains("instance primary") && log.contains("is DOWN"), "down transition logged");
     assert!(log.contains("is UP again"), "up transition logged");
     assert!(log.contains("failover: POST"), "failover logged");
 }

@@ -19,60 +19,38 @@ fn primary_kill_during_load_fails_no_client_request() {
     let mut primary = Chroma::start("primary");
     let replica = Chroma::start("replica");
     for instance in [&primary, &replica] {
-        let answer = post(
-            &format!("{}{DB}/collections", instance.url()),
-            json!({"name": "seed"}),
-        );
+        let answer = post(&format!("{}{DB}/collections", instance.url()), json!({"name": "seed"}));
         assert_eq!(answer.status, 200, "{answer:?}");
     }
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica],
-        &[("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "5")],
-    );
+    let proxy =
+        Proxy::start(&primary, &[&replica], &[("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "5")]);
 
-    let load = python_command(
-        "failover_load.py",
-        &[&proxy.url(), &ITERATIONS.to_string(), "load"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    wait_until(
-        "a third of the writes done",
-        Duration::from_secs(120),
-        || proxy.served("primary", "writes") >= (ITERATIONS / 3) as u64,
-    );
+    let load = python_command("failover_load.py", &[&proxy.url(), &ITERATIONS.to_string(), "load"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("a third of the writes done", Duration::from_secs(120), || {
+        proxy.served("primary", "writes") >= (ITERATIONS / 3) as u64
+    });
     primary.kill9();
     let killed_at = Instant::now();
     let detection_limit = Duration::from_secs(CHECK_INTERVAL_SECS * FALL + 1);
-    wait_until(
-        "/status shows the primary unhealthy",
-        detection_limit,
-        || proxy.instance_status("primary")["healthy"] == false,
-    );
+    wait_until("/status shows the primary unhealthy", detection_limit, || {
+        proxy.instance_status("primary")["healthy"] == false
+    });
     let detected_after = killed_at.elapsed();
 
     let result = python_result(&load.wait_with_output().unwrap());
     let failures = result["failures"].as_array().unwrap();
-    assert!(
-        failures.is_empty(),
-        "client requests failed across the kill: {failures:?}"
-    );
+    assert!(failures.is_empty(), "client requests failed across the kill: {failures:?}");
     assert_eq!(result["writes"], ITERATIONS);
     assert_eq!(result["reads"], 2 * ITERATIONS);
     let on_replica = proxy.served("replica", "writes");
     assert!(on_replica > 0, "writes continued on the replica");
-    let created_on_replica = replica
-        .collection_names()
-        .iter()
-        .filter(|n| n.starts_with("load-"))
-        .count();
-    assert_eq!(
-        created_on_replica as u64, on_replica,
-        "every write the replica answered is on it"
-    );
+    let created_on_replica =
+        replica.collection_names().iter().filter(|n| n.starts_with("load-")).count();
+    assert_eq!(created_on_replica as u64, on_replica, "every write the replica answered is on it");
     eprintln!(
         "failover figures: failed client requests 0 of {}, /status showed the primary down {:.2}s \
          after kill -9, slowest client request {:.3}s, writes on replica {on_replica}",
@@ -82,25 +60,17 @@ fn primary_kill_during_load_fails_no_client_request() {
     );
 
     primary.restart();
-    wait_until(
-        "the restarted primary is healthy",
-        Duration::from_secs(10),
-        || proxy.instance_status("primary")["healthy"] == true,
-    );
+    wait_until("the restarted primary is healthy", Duration::from_secs(10), || {
+        proxy.instance_status("primary")["healthy"] == true
+    });
     let before = proxy.served("primary", "writes");
-    let answer = post(
-        &format!("{}{DB}/collections", proxy.url()),
-        json!({"name": "after-restart"}),
-    );
+    let answer =
+        post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "after-restart"}));
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(
         proxy.served("primary", "writes"),
         before + 1,
         "the primary is the write target again"
     );
-    assert!(
-        primary
-            .collection_names()
-            .contains(&"after-restart".to_string())
-    );
+    assert!(primary.collection_names().contains(&"after-restart".to_string()));
 }

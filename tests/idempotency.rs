@@ -24,7 +24,11 @@ fn same_key_same_answer_one_execution(wal: WalBackend) {
     let first = send(&proxy, "key-1", "idempotent");
     assert_eq!(first.status, 200, "{first:?}");
     let again = send(&proxy, "key-1", "idempotent");
-    assert_eq!((again.status, &again.body), (200, &first.body), "the first answer, not Chroma's 409");
+    assert_eq!(
+        (again.status, &again.body),
+        (200, &first.body),
+        "the first answer, not Chroma's 409"
+    );
     assert_eq!(again.header("x-transaction-id"), first.header("x-transaction-id"));
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
 
@@ -61,9 +65,16 @@ fn same_key_same_answer_one_execution(wal: WalBackend) {
     // Malformed keys are refused before anything is logged.
     let body = serde_json::to_vec(&json!({"name": "bad-key"})).unwrap();
     let url = format!("{}{DB}/collections", proxy.url());
-    let twice = try_request("POST", &url, &[("idempotency-key", "a"), ("idempotency-key", "b")], Some(&body)).unwrap();
+    let twice = try_request(
+        "POST",
+        &url,
+        &[("idempotency-key", "a"), ("idempotency-key", "b")],
+        Some(&body),
+    )
+    .unwrap();
     assert_eq!(twice.status, 400, "{twice:?}");
-    let spaced = try_request("POST", &url, &[("idempotency-key", "has space")], Some(&body)).unwrap();
+    let spaced =
+        try_request("POST", &url, &[("idempotency-key", "has space")], Some(&body)).unwrap();
     assert_eq!(spaced.status, 400, "{spaced:?}");
     assert_eq!(wal.query("SELECT count(*) FROM wal_entries"), ["1"]);
 }

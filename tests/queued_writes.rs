@@ -10,7 +10,8 @@ fn writes_queue_while_every_instance_is_down(wal: WalBackend) {
     let mut primary = Chroma::start("primary");
     let mut replica = Chroma::start("replica");
     let db = wal.database_url();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1")]);
+    let proxy =
+        Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1")]);
     let created = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "queued"}));
     assert_eq!(created.status, 200);
     let id = created.body["id"].as_str().unwrap().to_string();
@@ -33,13 +34,20 @@ fn writes_queue_while_every_instance_is_down(wal: WalBackend) {
     let wal_status = &proxy.status()["write_ahead_log"];
     assert!(wal_status["pending_writes"].as_i64().unwrap() >= 2, "{wal_status}");
     assert!(wal_status["oldest_pending"].as_f64().is_some());
-    assert_eq!(wal.query(&format!("SELECT state FROM wal_entries WHERE txn_id = '{txn}'")), ["queued"]);
+    assert_eq!(
+        wal.query(&format!("SELECT state FROM wal_entries WHERE txn_id = '{txn}'")),
+        ["queued"]
+    );
 
-    let create = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "needs-an-answer"}));
+    let create =
+        post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "needs-an-answer"}));
     assert_eq!(create.status, 503, "{create:?}");
     assert_eq!(create.body["error"], "ServiceUnavailable");
     let failed_txn = create.header("x-transaction-id").unwrap();
-    assert_eq!(wal.query(&format!("SELECT state FROM wal_entries WHERE txn_id = '{failed_txn}'")), ["failed"]);
+    assert_eq!(
+        wal.query(&format!("SELECT state FROM wal_entries WHERE txn_id = '{failed_txn}'")),
+        ["failed"]
+    );
 
     let read = get(&format!("{}{DB}/collections/{id}/count", proxy.url()));
     assert_eq!(read.status, 503, "reads fail while nothing is up: {read:?}");

@@ -18,10 +18,7 @@ fn reads_are_spread_by_ratio_and_writes_go_to_the_primary() {
     let on_primary = proxy.served("primary", "reads");
     let on_replica = proxy.served("replica", "reads");
     assert_eq!(on_primary + on_replica, 100);
-    assert!(
-        (75..=85).contains(&on_replica),
-        "replica served {on_replica} of 100 reads"
-    );
+    assert!((75..=85).contains(&on_replica), "replica served {on_replica} of 100 reads");
 
     for i in 0..5 {
         let answer = post(

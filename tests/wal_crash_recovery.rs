@@ -46,7 +46,8 @@ fn acknowledged_writes_survive_a_proxy_kill(wal: WalBackend) {
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (url, collection, outcomes, stop) = (url.clone(), collection.clone(), outcomes.clone(), stop.clone());
+            let (url, collection, outcomes, stop) =
+                (url.clone(), collection.clone(), outcomes.clone(), stop.clone());
             std::thread::spawn(move || {
                 for i in 0.. {
                     if stop.load(Ordering::Relaxed) {
@@ -54,7 +55,9 @@ fn acknowledged_writes_survive_a_proxy_kill(wal: WalBackend) {
                     }
                     let id = format!("w{w}-{i}");
                     let outcome = match add(&url, &collection, &id) {
-                        Ok(a) if a.status == 201 => Outcome::Acked(a.header("x-transaction-id").unwrap().to_string()),
+                        Ok(a) if a.status == 201 => {
+                            Outcome::Acked(a.header("x-transaction-id").unwrap().to_string())
+                        }
                         Ok(a) if a.status < 500 => panic!("write {id} answered {a:?}"),
                         // Dead proxy: no answer, or a refused connection.
                         _ => Outcome::Unknown,
@@ -68,7 +71,9 @@ fn acknowledged_writes_survive_a_proxy_kill(wal: WalBackend) {
             })
         })
         .collect();
-    wait_until("120 acknowledged writes", Duration::from_secs(60), || outcomes.lock().unwrap().len() >= 120);
+    wait_until("120 acknowledged writes", Duration::from_secs(60), || {
+        outcomes.lock().unwrap().len() >= 120
+    });
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(proxy.pid() as libc::pid_t, libc::SIGKILL) };
     stop.store(true, Ordering::Relaxed);
@@ -96,17 +101,26 @@ fn acknowledged_writes_survive_a_proxy_kill(wal: WalBackend) {
         })
         .collect();
     for (id, txn) in &acked {
-        assert_eq!(states.get(*txn).map(String::as_str), Some("committed"), "acknowledged write {id}");
+        assert_eq!(
+            states.get(*txn).map(String::as_str),
+            Some("committed"),
+            "acknowledged write {id}"
+        );
     }
     assert!(!states.values().any(|s| s == "logged"), "recovery left an entry logged");
-    let on_primary = post(&format!("{}{DB}/collections/{collection}/get", primary.url()), json!({}));
-    let present: Vec<&str> = on_primary.body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let on_primary =
+        post(&format!("{}{DB}/collections/{collection}/get", primary.url()), json!({}));
+    let present: Vec<&str> =
+        on_primary.body["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     for (id, _) in &acked {
         assert!(present.contains(&id.as_str()), "acknowledged write {id} is on the primary");
     }
     let queued = states.values().filter(|s| *s == "queued").count();
     let unknown = outcomes.len() - acked.len();
-    eprintln!("crash recovery: {} acknowledged, {unknown} unknown, {queued} recovered as queued", acked.len());
+    eprintln!(
+        "crash recovery: {} acknowledged, {unknown} unknown, {queued} recovered as queued",
+        acked.len()
+    );
 
     // A client retrying its unknown writes with the same key gets a success, never an error.
     for (id, outcome) in &outcomes {

@@ -8,14 +8,18 @@ use serde_json::json;
 use support::{Chroma, DB, Proxy, WalBackend, get, post};
 
 fn txn(answer: &support::Answer) -> String {
-    answer.header("x-transaction-id").expect("every write answer carries X-Transaction-Id").to_string()
+    answer
+        .header("x-transaction-id")
+        .expect("every write answer carries X-Transaction-Id")
+        .to_string()
 }
 
 fn every_write_has_one_entry(wal: WalBackend) {
     let primary = Chroma::start("primary");
     let replica = Chroma::start("replica");
     let db = wal.database_url();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("READ_REPLICA_RATIO", "0")]);
+    let proxy =
+        Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("READ_REPLICA_RATIO", "0")]);
     let url = proxy.url();
 
     let created = post(&format!("{url}{DB}/collections"), json!({"name": "wal-entries"}));
@@ -27,7 +31,10 @@ fn every_write_has_one_entry(wal: WalBackend) {
     );
     assert_eq!(added.status, 201, "{added:?}");
     // Chroma refuses mismatched list lengths: the client gets Chroma's own error.
-    let rejected = post(&format!("{url}{DB}/collections/{id}/add"), json!({"ids": ["c", "d"], "embeddings": [[1.0, 2.0]]}));
+    let rejected = post(
+        &format!("{url}{DB}/collections/{id}/add"),
+        json!({"ids": ["c", "d"], "embeddings": [[1.0, 2.0]]}),
+    );
     assert_eq!(rejected.status, 400, "{rejected:?}");
     assert_eq!(rejected.body["error"], "InvalidArgumentError");
     let deleted = post(&format!("{url}{DB}/collections/{id}/delete"), json!({"ids": ["a"]}));
@@ -44,7 +51,8 @@ fn every_write_has_one_entry(wal: WalBackend) {
         (txn(&rejected), "add", "rejected", "400"),
         (txn(&deleted), "delete_records", "committed", "200"),
     ];
-    let expected: Vec<String> = expected.iter().map(|(t, k, s, c)| format!("{t}|{k}|{s}|{c}")).collect();
+    let expected: Vec<String> =
+        expected.iter().map(|(t, k, s, c)| format!("{t}|{k}|{s}|{c}")).collect();
     assert_eq!(rows, expected, "one entry per write, none per read");
 
     // The primary executed the committed writes; the replica still lacks them (no replay yet);
@@ -62,7 +70,11 @@ fn every_write_has_one_entry(wal: WalBackend) {
         ]
     );
     let headers = wal.query("SELECT DISTINCT headers FROM wal_entries");
-    assert_eq!(headers, [r#"{"content-type":"application/json"}"#], "only the headers Chroma needs");
+    assert_eq!(
+        headers,
+        [r#"{"content-type":"application/json"}"#],
+        "only the headers Chroma needs"
+    );
 
     let view = get(&format!("{url}/transactions/{}", txn(&added)));
     assert_eq!(view.status, 200, "{view:?}");

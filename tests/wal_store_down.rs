@@ -13,7 +13,11 @@ fn writes_refused_while_postgres_is_down_and_resume_after() {
     let primary = Chroma::start("primary");
     let replica = Chroma::start("replica");
     let mut pg = Postgres::start();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &pg.url()), ("READ_REPLICA_RATIO", "0")]);
+    let proxy = Proxy::start(
+        &primary,
+        &[&replica],
+        &[("DATABASE_URL", &pg.url()), ("READ_REPLICA_RATIO", "0")],
+    );
     let url = proxy.url();
     assert_eq!(post(&format!("{url}{DB}/collections"), json!({"name": "before"})).status, 200);
 
@@ -22,7 +26,10 @@ fn writes_refused_while_postgres_is_down_and_resume_after() {
     assert_eq!(refused.status, 503, "{refused:?}");
     let message = refused.body["message"].as_str().unwrap();
     assert!(message.contains("write-ahead log") && message.contains("not executed"), "{message}");
-    assert!(!primary.collection_names().contains(&"during".to_string()), "nothing executed unlogged");
+    assert!(
+        !primary.collection_names().contains(&"during".to_string()),
+        "nothing executed unlogged"
+    );
     assert!(!replica.collection_names().contains(&"during".to_string()));
     let read = get(&format!("{url}{DB}/collections/before"));
     assert_eq!(read.status, 200, "reads are unaffected: {read:?}");

@@ -173,10 +173,7 @@ impl HealthActor {
     }
 
     fn publish(&mut self) {
-        let update = HealthUpdate {
-            instance: self.spec.id,
-            usable: self.usable(),
-        };
+        let update = HealthUpdate { instance: self.spec.id, usable: self.usable() };
         // A subscriber whose worker has stopped is dropped here.
         self.subscribers.retain(|s| s.connected());
         for subscriber in &self.subscribers {
@@ -212,11 +209,8 @@ impl HealthActor {
         ctx.spawn(check.into_actor(self).map(|result, act, ctx| {
             act.probing = false;
             guarded("health", ctx, || act.on_probe(result));
-            let delay = if act.probed_up {
-                act.settings.interval
-            } else {
-                act.settings.fast_interval
-            };
+            let delay =
+                if act.probed_up { act.settings.interval } else { act.settings.fast_interval };
             act.schedule_probe(ctx, delay);
         }));
     }
@@ -256,18 +250,12 @@ impl HealthActor {
             (true, false) => "no requests go to it until it is back",
             _ => "no effect while the admin override lasts",
         };
-        warn!(
-            "instance {} ({}) is DOWN: {reason}; {effect}",
-            self.spec.name, self.spec.url
-        );
+        warn!("instance {} ({}) is DOWN: {reason}; {effect}", self.spec.name, self.spec.url);
     }
 
     fn mark_up(&mut self) {
         self.probed_up = true;
-        let down = self
-            .down_since
-            .take()
-            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let down = self.down_since.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
         info!(
             "instance {} ({}) is UP again after {down:.1}s down ({RISE} good probes)",
             self.spec.name, self.spec.url
@@ -352,11 +340,7 @@ impl Handler<ForceHealth> for HealthActor {
             );
             act.publish();
         });
-        self.forced = Some(Forced {
-            healthy: msg.healthy,
-            until,
-            expiry,
-        });
+        self.forced = Some(Forced { healthy: msg.healthy, until, expiry });
         warn!(
             "instance {} forced {} by admin for {:.1}s (until {until})",
             self.spec.name,
@@ -390,10 +374,7 @@ impl Handler<Subscribe> for HealthActor {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
-        msg.0.do_send(HealthUpdate {
-            instance: self.spec.id,
-            usable: self.usable(),
-        });
+        msg.0.do_send(HealthUpdate { instance: self.spec.id, usable: self.usable() });
         // A restarted subscriber subscribes again with the same address.
         if !self.subscribers.contains(&msg.0) {
             self.subscribers.push(msg.0);
@@ -450,37 +431,22 @@ mod tests {
 
     fn slow_settings() -> ProbeSettings {
         let hour = Duration::from_secs(3600);
-        ProbeSettings {
-            interval: hour,
-            fast_interval: hour,
-            timeout: Duration::from_millis(200),
-        }
+        ProbeSettings { interval: hour, fast_interval: hour, timeout: Duration::from_millis(200) }
     }
 
     #[actix::test]
     async fn passive_report_marks_down_at_once_and_override_expires() {
         let recorder = Recorder(Vec::new()).start();
         let health = HealthActor::new(spec(), slow_settings()).start();
-        health
-            .send(Subscribe(recorder.clone().recipient()))
-            .await
-            .unwrap();
+        health.send(Subscribe(recorder.clone().recipient())).await.unwrap();
 
-        health
-            .send(ReportFailure {
-                reason: "connection refused".into(),
-            })
-            .await
-            .unwrap();
+        health.send(ReportFailure { reason: "connection refused".into() }).await.unwrap();
         let snap = health.send(GetHealth).await.unwrap().unwrap();
         assert!(!snap.healthy);
         assert_eq!(snap.state, "unhealthy");
 
         health
-            .send(ForceHealth {
-                healthy: true,
-                duration: Duration::from_millis(300),
-            })
+            .send(ForceHealth { healthy: true, duration: Duration::from_millis(300) })
             .await
             .unwrap();
         let snap = health.send(GetHealth).await.unwrap().unwrap();
@@ -503,16 +469,10 @@ mod tests {
         let health = HealthActor::new(spec(), slow_settings()).start();
         assert!(!health.send(ClearForce).await.unwrap());
         health
-            .send(ForceHealth {
-                healthy: false,
-                duration: Duration::from_secs(60),
-            })
+            .send(ForceHealth { healthy: false, duration: Duration::from_secs(60) })
             .await
             .unwrap();
-        assert_eq!(
-            health.send(GetHealth).await.unwrap().unwrap().state,
-            "forced_down"
-        );
+        assert_eq!(health.send(GetHealth).await.unwrap().unwrap().state, "forced_down");
         assert!(health.send(ClearForce).await.unwrap());
         let snap = health.send(GetHealth).await.unwrap().unwrap();
         assert!(snap.forced_until.is_none());

@@ -81,19 +81,10 @@ mod tests {
 
     #[actix::test]
     async fn a_panicking_handler_restarts_the_actor() {
-        let addr = Supervisor::start(|_| Fragile {
-            count: 0,
-            restarts: 0,
-        });
-        assert_eq!(
-            addr.send(Bump { panic: false }).await.unwrap(),
-            Some((1, 0))
-        );
+        let addr = Supervisor::start(|_| Fragile { count: 0, restarts: 0 });
+        assert_eq!(addr.send(Bump { panic: false }).await.unwrap(), Some((1, 0)));
         assert_eq!(addr.send(Bump { panic: true }).await.unwrap(), None);
         // The same address keeps working, on a restarted actor with reset state.
-        assert_eq!(
-            addr.send(Bump { panic: false }).await.unwrap(),
-            Some((1, 1))
-        );
+        assert_eq!(addr.send(Bump { panic: false }).await.unwrap(), Some((1, 1)));
     }
 }

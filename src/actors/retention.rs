@@ -29,12 +29,7 @@ pub struct RetentionActor {
 impl RetentionActor {
     /// A purger of `store` keeping entries for `retention` and keys for `idempotency_ttl`.
     pub fn new(store: WalStore, retention: Duration, idempotency_ttl: Duration) -> Self {
-        Self {
-            store,
-            retention,
-            idempotency_ttl,
-            running: false,
-        }
+        Self { store, retention, idempotency_ttl, running: false }
     }
 
     fn purge(&mut self, ctx: &mut Context<Self>) {

@@ -57,14 +57,7 @@ impl RouterActor {
         read_replica_ratio: f64,
     ) -> Self {
         let usable = vec![true; roles.len()];
-        Self {
-            roles,
-            health,
-            usable,
-            read_replica_ratio,
-            replica_credit: 0.0,
-            next_replica: 0,
-        }
+        Self { roles, health, usable, read_replica_ratio, replica_credit: 0.0, next_replica: 0 }
     }
 
     fn usable_with_role(&self, role: Role) -> impl Iterator<Item = InstanceId> + '_ {
@@ -146,11 +139,7 @@ mod tests {
     use super::*;
 
     fn router(ratio: f64) -> RouterActor {
-        RouterActor::new(
-            vec![Role::Primary, Role::Replica, Role::Replica],
-            Vec::new(),
-            ratio,
-        )
+        RouterActor::new(vec![Role::Primary, Role::Replica, Role::Replica], Vec::new(), ratio)
     }
 
     fn ids(v: &[usize]) -> Vec<InstanceId> {
@@ -174,10 +163,7 @@ mod tests {
         let on_primary = firsts.iter().filter(|i| **i == InstanceId(0)).count();
         assert_eq!(on_primary, 20);
         let on_replica_2 = firsts.iter().filter(|i| **i == InstanceId(2)).count();
-        assert!(
-            (30..=50).contains(&on_replica_2),
-            "replicas share reads: {on_replica_2}"
-        );
+        assert!((30..=50).contains(&on_replica_2), "replicas share reads: {on_replica_2}");
     }
 
     #[test]

@@ -95,10 +95,7 @@ impl WalWriterActor {
         match self.store.commit(first, &records, &resolutions, key_cutoff) {
             Ok(outcomes) => {
                 if std::mem::take(&mut self.store_down) {
-                    info!(
-                        "write-ahead log store ({}) is reachable again",
-                        self.store.backend()
-                    );
+                    info!("write-ahead log store ({}) is reachable again", self.store.backend());
                 }
                 for ((_, waiter), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiter.send(Ok(outcome));

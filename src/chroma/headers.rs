@@ -6,13 +6,8 @@
 use actix_web::http::header::{HeaderMap, HeaderName};
 
 /// Request headers forwarded to Chroma: content negotiation, Chroma's auth, and the user agent.
-const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "content-type",
-    "accept",
-    "authorization",
-    "x-chroma-token",
-    "user-agent",
-];
+const FORWARDED_REQUEST_HEADERS: &[&str] =
+    &["content-type", "accept", "authorization", "x-chroma-token", "user-agent"];
 
 /// Connection-scoped headers (RFC 9110 section 7.6.1) plus the framing the proxy redoes itself.
 const HOP_BY_HOP: &[&str] = &[
@@ -32,9 +27,7 @@ const HOP_BY_HOP: &[&str] = &[
 pub fn request_headers(
     headers: &HeaderMap,
 ) -> impl Iterator<Item = (&HeaderName, &actix_web::http::header::HeaderValue)> {
-    headers
-        .iter()
-        .filter(|(name, _)| FORWARDED_REQUEST_HEADERS.contains(&name.as_str()))
+    headers.iter().filter(|(name, _)| FORWARDED_REQUEST_HEADERS.contains(&name.as_str()))
 }
 
 /// Whether a response header from Chroma is passed on to the client.
@@ -68,14 +61,8 @@ mod tests {
 
     #[test]
     fn responses_drop_hop_by_hop() {
-        assert!(!keep_response_header(&HeaderName::from_static(
-            "transfer-encoding"
-        )));
-        assert!(!keep_response_header(&HeaderName::from_static(
-            "connection"
-        )));
-        assert!(keep_response_header(&HeaderName::from_static(
-            "content-type"
-        )));
+        assert!(!keep_response_header(&HeaderName::from_static("transfer-encoding")));
+        assert!(!keep_response_header(&HeaderName::from_static("connection")));
+        assert!(keep_response_header(&HeaderName::from_static("content-type")));
     }
 }

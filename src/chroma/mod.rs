@@ -3,4 +3,5 @@
 //! Pure functions over methods, paths and headers: nothing here does I/O or holds state.
 
 pub mod headers;
+pub mod ids;
 pub mod routes;

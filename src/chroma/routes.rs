@@ -6,6 +6,7 @@
 use actix_web::http::Method;
 
 use crate::actors::router::Access;
+use crate::progress::Scope;
 
 /// Why a request is refused before it reaches any instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +42,7 @@ pub enum Operation {
 impl Operation {
     /// Read or write.
     pub fn access(self) -> Access {
-        if self == Self::Read {
-            Access::Read
-        } else {
-            Access::Write
-        }
+        if self == Self::Read { Access::Read } else { Access::Write }
     }
 
     /// Name stored in the WAL's `kind` column.
@@ -73,10 +70,7 @@ impl Operation {
     /// Record writes can wait in the log when no instance is usable (answered 202): the client
     /// needs nothing from their answer. Others (a create's collection, say) cannot.
     pub fn can_queue(self) -> bool {
-        matches!(
-            self,
-            Self::Add | Self::Update | Self::Upsert | Self::DeleteRecords
-        )
+        matches!(self, Self::Add | Self::Update | Self::Upsert | Self::DeleteRecords)
     }
 }
 
@@ -85,23 +79,63 @@ impl Operation {
 pub struct Route {
     /// What it does.
     pub op: Operation,
-    /// The collection id or name in its path, if any.
+    /// The collection id (or, for GET and DELETE by name, the name) in its path, if any.
     pub collection: Option<String>,
+    /// `tenant/database` of its path, if any.
+    pub database: Option<String>,
+    /// Whether the answer carries collection objects, whose ids the proxy rewrites.
+    pub returns_collections: bool,
 }
 
 impl Route {
     fn new(op: Operation) -> Self {
-        Self {
-            op,
-            collection: None,
-        }
+        Self { op, collection: None, database: None, returns_collections: false }
     }
 
     fn on(op: Operation, collection: &str) -> Self {
-        Self {
-            op,
-            collection: Some(collection.to_string()),
+        Self { collection: Some(collection.to_string()), ..Self::new(op) }
+    }
+
+    fn collections(mut self) -> Self {
+        self.returns_collections = true;
+        self
+    }
+
+    /// The collection id in the path, when the path addresses one by id.
+    pub fn collection_id(&self) -> Option<&str> {
+        self.collection.as_deref().filter(|c| collection_id(c).is_ok())
+    }
+
+    /// The scope a write changes: its collection's records, its database's collections, or
+    /// everything.
+    pub fn write_scope(&self) -> Scope {
+        use Operation as Op;
+        let record_op = matches!(
+            self.op,
+            Op::Add
+                | Op::Update
+                | Op::Upsert
+                | Op::DeleteRecords
+                | Op::AttachFunction
+                | Op::DetachFunction
+        );
+        let collection_op = matches!(
+            self.op,
+            Op::CreateCollection | Op::UpdateCollection | Op::DeleteCollection | Op::ForkCollection
+        );
+        match (self.collection_id(), &self.database) {
+            (Some(id), _) if record_op => Scope::Collection(id.to_string()),
+            (_, Some(database)) if collection_op => Scope::Database(database.clone()),
+            _ => Scope::Global,
         }
+    }
+
+    /// The scopes a read depends on: everything, its database, its collection.
+    pub fn read_scopes(&self) -> Vec<Scope> {
+        let mut scopes = vec![Scope::Global];
+        scopes.extend(self.database.clone().map(Scope::Database));
+        scopes.extend(self.collection_id().map(|id| Scope::Collection(id.to_string())));
+        scopes
     }
 }
 
@@ -144,11 +178,22 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
         Some(["tenants", t, "databases", d, rest @ ..]) if valid(t) && valid(d) => {
             database_route(m, rest)?
         }
-        Some(["collections", crn]) if valid(crn) => get_only(m),
+        Some(["collections", crn]) if valid(crn) => get_only(m).map(Route::collections),
         Some(_) => None,
     };
+    let database = match segments.as_deref() {
+        Some(["tenants", t, "databases", d, ..]) => Some(format!("{t}/{d}")),
+        Some(["collections", crn]) => {
+            let mut parts = crn.splitn(3, ':');
+            match (parts.next(), parts.next()) {
+                (Some(t), Some(d)) => Some(format!("{t}/{d}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     match op {
-        Some(route) => Ok(route),
+        Some(route) => Ok(Route { database, ..route }),
         None if is_get => read,
         None => Err(RouteError::NotFound(format!(
             "chroma-ha does not forward {method} {path}: it is not a Chroma v2 write it knows how to replicate"
@@ -160,15 +205,15 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
 fn database_route(m: &str, rest: &[&str]) -> Result<Option<Route>, RouteError> {
     use Operation as Op;
     Ok(match rest {
-        ["collections"] => read_or(m, "POST", Op::CreateCollection),
+        ["collections"] => read_or(m, "POST", Op::CreateCollection).map(Route::collections),
         ["collections_count"] => get_only(m),
         ["collections", "by-id", id] => {
             collection_id(id)?;
-            (m == "GET").then(|| Route::on(Op::Read, id))
+            (m == "GET").then(|| Route::on(Op::Read, id).collections())
         }
         // GET and DELETE address a collection by name; PUT (modify) by id.
         ["collections", name] if valid(name) => match m {
-            "GET" => Some(Route::on(Op::Read, name)),
+            "GET" => Some(Route::on(Op::Read, name).collections()),
             "DELETE" => Some(Route::on(Op::DeleteCollection, name)),
             "PUT" => {
                 collection_id(name)?;
@@ -178,7 +223,10 @@ fn database_route(m: &str, rest: &[&str]) -> Result<Option<Route>, RouteError> {
         },
         ["collections", id, op @ ..] => {
             collection_id(id)?;
-            collection_route(m, op).map(|op| Route::on(op, id))
+            collection_route(m, op).map(|o| {
+                let route = Route::on(o, id);
+                if o == Op::ForkCollection { route.collections() } else { route }
+            })
         }
         _ => None,
     })
@@ -222,11 +270,7 @@ fn valid(segment: &str) -> bool {
 fn collection_id(segment: &str) -> Result<(), RouteError> {
     let groups: Vec<&str> = segment.split('-').collect();
     let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
-    if shape
-        && groups
-            .iter()
-            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
+    if shape && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
         Ok(())
     } else {
         Err(RouteError::BadCollectionId(format!(
@@ -301,14 +345,8 @@ mod tests {
         let c = format!("{P}/collections/{ID}");
         let route =
             |m: &str, p: &str| classify(&Method::from_bytes(m.as_bytes()).unwrap(), p).unwrap();
-        assert_eq!(
-            route("POST", &format!("{c}/add")),
-            Route::on(Operation::Add, ID)
-        );
-        assert_eq!(
-            route("POST", &format!("{c}/delete")).op,
-            Operation::DeleteRecords
-        );
+        assert_eq!(route("POST", &format!("{c}/add")), Route::on(Operation::Add, ID));
+        assert_eq!(route("POST", &format!("{c}/delete")).op, Operation::DeleteRecords);
         assert_eq!(
             route("DELETE", &format!("{P}/collections/docs")),
             Route::on(Operation::DeleteCollection, "docs")
@@ -345,15 +383,9 @@ mod tests {
             format!("{P}/collections/{}/query", &ID[..35]),
             format!("{P}/collections/zf1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b/count"),
         ] {
-            let method = if path.ends_with("count") || path.contains("by-id") {
-                "GET"
-            } else {
-                "POST"
-            };
-            assert!(
-                matches!(check(method, &path), Err(RouteError::BadCollectionId(_))),
-                "{path}"
-            );
+            let method =
+                if path.ends_with("count") || path.contains("by-id") { "GET" } else { "POST" };
+            assert!(matches!(check(method, &path), Err(RouteError::BadCollectionId(_))), "{path}");
         }
         assert!(matches!(
             check("PUT", &format!("{P}/collections/name")),

@@ -21,12 +21,11 @@ pub const MAX_OVERRIDE: Duration = Duration::from_secs(86_400);
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/instances", web::get().to(list_instances))
-        .service(
-            web::resource("/admin/instances/{name}/health")
-                .route(web::post().to(force_health))
-                .route(web::delete().to(clear_health)),
-        );
+    cfg.route("/admin/instances", web::get().to(list_instances)).service(
+        web::resource("/admin/instances/{name}/health")
+            .route(web::post().to(force_health))
+            .route(web::delete().to(clear_health)),
+    );
 }
 
 /// Body of `POST /admin/instances/{name}/health`.
@@ -61,15 +60,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn instance<'a>(state: &'a AppState, name: &str) -> Result<&'a InstanceHandle, ApiError> {
     state.instance(name).ok_or_else(|| {
-        let known: Vec<&str> = state
-            .instances
-            .iter()
-            .map(|i| i.spec.name.as_str())
-            .collect();
-        ApiError::NotFound(format!(
-            "no instance named `{name}` (known: {})",
-            known.join(", ")
-        ))
+        let known: Vec<&str> = state.instances.iter().map(|i| i.spec.name.as_str()).collect();
+        ApiError::NotFound(format!("no instance named `{name}` (known: {})", known.join(", ")))
     })
 }
 
@@ -105,10 +97,7 @@ async fn force_health(
         })?;
     let until = instance
         .health
-        .send(ForceHealth {
-            healthy: body.healthy,
-            duration,
-        })
+        .send(ForceHealth { healthy: body.healthy, duration })
         .await
         .map_err(|e| ApiError::Internal(format!("health actor unavailable: {e}")))?;
     Ok(HttpResponse::Ok().json(json!({

@@ -87,17 +87,10 @@ impl Worker {
     /// Starts this thread's router and client; runs inside each worker.
     fn start(state: &AppState, timeout: Duration) -> Self {
         let roles = state.instances.iter().map(|i| i.spec.role).collect();
-        let health = state
-            .instances
-            .iter()
-            .map(|i| i.health.clone().recipient())
-            .collect();
+        let health = state.instances.iter().map(|i| i.health.clone().recipient()).collect();
         let ratio = state.read_replica_ratio;
         let router = Supervisor::start(move |_| RouterActor::new(roles, health, ratio));
-        Self {
-            upstream: Upstream::new(timeout),
-            router,
-        }
+        Self { upstream: Upstream::new(timeout), router }
     }
 }
 
@@ -118,11 +111,7 @@ fn start_wal(
         warn!("recovery: dropped {dropped} backlog rows of instances no longer configured");
     }
     let head = store.head_seq()?;
-    info!(
-        "write-ahead log: {} ({}), head at seq {head}",
-        store.backend(),
-        config.database
-    );
+    info!("write-ahead log: {} ({}), head at seq {head}", store.backend(), config.database);
     let writer_store = store.clone();
     let ttl = config.idempotency_ttl;
     let wal = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {

@@ -53,10 +53,7 @@ pub async fn forward(
 /// What became of a request sent down the candidate list.
 pub enum Execution {
     /// An instance answered (any status); it is the one that executed the request.
-    Answered {
-        instance: InstanceId,
-        answer: UpstreamResponse,
-    },
+    Answered { instance: InstanceId, answer: UpstreamResponse },
     /// No candidate could be reached; the reason for each one tried.
     Unreachable(String),
     /// The request could not be sent at all; no instance would take it.
@@ -91,9 +88,7 @@ pub async fn execute(
         let instance = &state.instances[id.0];
         let counters = &stats.instances[id.0];
         let name = &instance.spec.name;
-        let next = candidates
-            .get(n + 1)
-            .map(|next| &state.instances[next.0].spec.name);
+        let next = candidates.get(n + 1).map(|next| &state.instances[next.0].spec.name);
         let sent = worker.upstream.send(
             &instance.spec.url,
             method,
@@ -120,10 +115,7 @@ pub async fn execute(
                     Access::Read => &counters.reads,
                     Access::Write => &counters.writes,
                 });
-                return Execution::Answered {
-                    instance: *id,
-                    answer,
-                };
+                return Execution::Answered { instance: *id, answer };
             }
             Err(e) if e.fails_over() => {
                 bump(&counters.failures);
@@ -152,11 +144,7 @@ pub async fn execute(
 /// The 503 for a request no instance could serve, logged with every instance's reason.
 pub fn unavailable(state: &AppState, req: &HttpRequest, detail: String) -> ApiError {
     bump(&state.stats.unavailable);
-    error!(
-        "{} {}: no usable Chroma instance ({detail})",
-        req.method(),
-        req.path()
-    );
+    error!("{} {}: no usable Chroma instance ({detail})", req.method(), req.path());
     ApiError::Unavailable(detail)
 }
 
@@ -182,11 +170,7 @@ async fn admit(req: &HttpRequest, payload: web::Payload) -> Result<(Route, Bytes
 /// The client's answer: Chroma's status, end-to-end headers and body.
 pub fn respond(answer: UpstreamResponse) -> HttpResponse {
     let mut response = HttpResponse::build(answer.status);
-    for (name, value) in answer
-        .headers
-        .iter()
-        .filter(|(name, _)| keep_response_header(name))
-    {
+    for (name, value) in answer.headers.iter().filter(|(name, _)| keep_response_header(name)) {
         response.append_header((name.clone(), value.clone()));
     }
     response.body(answer.body)

@@ -51,9 +51,7 @@ async fn transaction(
         .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
     match view {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
-        None => Err(ApiError::NotFound(format!(
-            "no transaction `{id}` in the write-ahead log"
-        ))),
+        None => Err(ApiError::NotFound(format!("no transaction `{id}` in the write-ahead log"))),
     }
 }
 
@@ -82,10 +80,7 @@ pub async fn snapshots(state: &AppState) -> Result<Vec<HealthSnapshot>, ApiError
         .zip(&state.instances)
         .map(|(answer, instance)| {
             answer.ok().flatten().ok_or_else(|| {
-                ApiError::Internal(format!(
-                    "health actor of {} did not answer",
-                    instance.spec.name
-                ))
+                ApiError::Internal(format!("health actor of {} did not answer", instance.spec.name))
             })
         })
         .collect()
@@ -114,42 +109,20 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = state.stats.snapshot(&state.specs());
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP chroma_ha_{name} {help}\n# TYPE chroma_ha_{name} counter"
-        );
+        let _ = writeln!(out, "# HELP chroma_ha_{name} {help}\n# TYPE chroma_ha_{name} counter");
         let _ = writeln!(out, "chroma_ha_{name} {value}");
     };
-    counter(
-        "requests_total",
-        "Proxied requests received.",
-        stats.requests,
-    );
+    counter("requests_total", "Proxied requests received.", stats.requests);
     counter("reads_total", "Requests classified as reads.", stats.reads);
-    counter(
-        "writes_total",
-        "Requests classified as writes.",
-        stats.writes,
-    );
-    counter(
-        "failovers_total",
-        "Requests re-sent to another instance.",
-        stats.failovers,
-    );
-    counter(
-        "refused_total",
-        "Requests refused by the proxy.",
-        stats.refused,
-    );
+    counter("writes_total", "Requests classified as writes.", stats.writes);
+    counter("failovers_total", "Requests re-sent to another instance.", stats.failovers);
+    counter("refused_total", "Requests refused by the proxy.", stats.refused);
     counter(
         "unavailable_total",
         "Requests answered 503 for want of a usable instance.",
         stats.unavailable,
     );
-    let _ = writeln!(
-        out,
-        "# HELP chroma_ha_instance_up Whether requests may go to the instance."
-    );
+    let _ = writeln!(out, "# HELP chroma_ha_instance_up Whether requests may go to the instance.");
     let _ = writeln!(out, "# TYPE chroma_ha_instance_up gauge");
     for i in &instances {
         let _ = writeln!(
@@ -159,10 +132,8 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             u8::from(i.healthy)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP chroma_ha_instance_requests_total Requests an instance answered."
-    );
+    let _ =
+        writeln!(out, "# HELP chroma_ha_instance_requests_total Requests an instance answered.");
     let _ = writeln!(out, "# TYPE chroma_ha_instance_requests_total counter");
     for c in &stats.instances {
         for (kind, value) in [("read", c.reads), ("write", c.writes)] {
@@ -185,7 +156,5 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             c.name, c.failures
         );
     }
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out))
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
 }

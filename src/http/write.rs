@@ -36,15 +36,8 @@ pub async fn write(
     worker: &Worker,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(req)?;
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or(req.path(), |p| p.as_str())
-        .to_string();
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str()).to_string();
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let record = WriteRecord {
         // Time-ordered ids land at the right edge of the txn_id index: a group commit touches
         // one index page instead of one per entry.
@@ -124,13 +117,9 @@ fn resolve(
                 .to_string(),
             );
             let status = StatusCode::ACCEPTED;
-            let response = HttpResponse::build(status)
-                .content_type("application/json")
-                .body(body.clone());
-            (
-                outcome(EntryState::Queued, status, Some(body), Some(detail)),
-                response,
-            )
+            let response =
+                HttpResponse::build(status).content_type("application/json").body(body.clone());
+            (outcome(EntryState::Queued, status, Some(body), Some(detail)), response)
         }
         Execution::Unreachable(detail) => {
             let error = unavailable(state, req, detail);
@@ -196,19 +185,15 @@ fn in_flight(txn_id: Option<&str>) -> ApiError {
 
 fn set_transaction(response: &mut HttpResponse, txn_id: &str) {
     if let Ok(value) = HeaderValue::from_str(txn_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(TRANSACTION_HEADER), value);
+        response.headers_mut().insert(HeaderName::from_static(TRANSACTION_HEADER), value);
     }
 }
 
 /// The client's idempotency key: `Idempotency-Key`, or its alias `X-Transaction-Id`; sent once.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let headers = req.headers();
-    let values: Vec<&HeaderValue> = headers
-        .get_all(IDEMPOTENCY_HEADER)
-        .chain(headers.get_all(TRANSACTION_HEADER))
-        .collect();
+    let values: Vec<&HeaderValue> =
+        headers.get_all(IDEMPOTENCY_HEADER).chain(headers.get_all(TRANSACTION_HEADER)).collect();
     let value = match values.as_slice() {
         [] => return Ok(None),
         [one] => *one,

@@ -8,7 +8,7 @@ use actix_web::web::Bytes;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::schema::{wal_applied, wal_entries};
+use super::schema::{collection_map, wal_applied, wal_entries};
 
 /// Position of an entry in the log; strictly increasing in append order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -150,4 +150,24 @@ pub struct Resolution {
 /// Milliseconds since the Unix epoch, the WAL's portable time.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// One collection's id on one instance, as persisted.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = collection_map)]
+pub struct MappingRow {
+    pub canonical_id: String,
+    pub instance: String,
+    pub instance_id: String,
+    pub tenant: String,
+    pub database_name: String,
+    pub name: String,
+    pub updated_ms: i64,
+}
+
+/// An entry waiting to be applied on one instance, with the attempts made so far.
+#[derive(Debug, Clone)]
+pub struct PendingEntry {
+    pub entry: EntryRow,
+    pub attempts: i32,
 }

@@ -34,4 +34,22 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(wal_entries, wal_applied);
+diesel::table! {
+    /// Per collection and instance: the id that instance gives the canonical collection.
+    collection_map (canonical_id, instance) {
+        canonical_id -> Text,
+        instance -> Text,
+        instance_id -> Text,
+        tenant -> Text,
+        database_name -> Text,
+        name -> Text,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(wal_entries, wal_applied, collection_map);
+
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    wal_applied::instance,
+    wal_entries::collection
+);

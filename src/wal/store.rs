@@ -17,9 +17,10 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::Serialize;
 
 use super::models::{
-    AppliedRow, EntryRow, EntryState, FAILED, NewEntry, Resolution, Seq, WriteRecord, now_ms,
+    APPLIED, AppliedRow, EntryRow, EntryState, FAILED, MappingRow, NewEntry, PendingEntry,
+    Resolution, Seq, WriteRecord, now_ms,
 };
-use super::schema::{wal_applied, wal_entries};
+use super::schema::{collection_map, wal_applied, wal_entries};
 use crate::config::DatabaseUrl;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -219,9 +220,7 @@ impl WalStore {
                     .max_size(4)
                     .connection_timeout(CONNECTION_TIMEOUT)
                     .connection_customizer(Box::new(SqliteDurability))
-                    .build(ConnectionManager::<SqliteConnection>::new(
-                        path.to_string_lossy(),
-                    ))
+                    .build(ConnectionManager::<SqliteConnection>::new(path.to_string_lossy()))
                     .map_err(|e| WalError::Unavailable(e.to_string()))?;
                 let mut conn = pool.get()?;
                 conn.run_pending_migrations(SQLITE_MIGRATIONS)
@@ -229,10 +228,7 @@ impl WalStore {
                 AnyPool::Sqlite(pool)
             }
         };
-        Ok(Self {
-            pool: std::sync::Arc::new(pool),
-            instances: std::sync::Arc::new(instances),
-        })
+        Ok(Self { pool: std::sync::Arc::new(pool), instances: std::sync::Arc::new(instances) })
     }
 
     /// `postgresql` or `sqlite`.
@@ -273,9 +269,8 @@ impl WalStore {
     /// Highest sequence number in the log, 0 when empty.
     pub fn head_seq(&self) -> Result<Seq, WalError> {
         with_conn!(self.pool, |conn| {
-            let head: Option<i64> = wal_entries::table
-                .select(diesel::dsl::max(wal_entries::seq))
-                .first(conn)?;
+            let head: Option<i64> =
+                wal_entries::table.select(diesel::dsl::max(wal_entries::seq)).first(conn)?;
             Ok(Seq(head.unwrap_or(0)))
         })
     }
@@ -354,9 +349,7 @@ impl WalStore {
                     next += 1;
                 }
                 if !rows.is_empty() {
-                    diesel::insert_into(wal_entries::table)
-                        .values(&rows)
-                        .execute(c)?;
+                    diesel::insert_into(wal_entries::table).values(&rows).execute(c)?;
                     let pending: Vec<AppliedRow> = rows
                         .iter()
                         .flat_map(|row| {
@@ -370,9 +363,7 @@ impl WalStore {
                             })
                         })
                         .collect();
-                    diesel::insert_into(wal_applied::table)
-                        .values(&pending)
-                        .execute(c)?;
+                    diesel::insert_into(wal_applied::table).values(&pending).execute(c)?;
                 }
                 for r in resolutions {
                     diesel::update(wal_entries::table.find(r.seq.0))
@@ -444,18 +435,14 @@ impl WalStore {
                 .filter(wal_applied::state.eq(FAILED))
                 .count()
                 .get_result(conn)?;
-            let oldest_seq: Option<i64> = pending
-                .select(diesel::dsl::min(wal_applied::seq))
-                .first(conn)?;
-            let head: Option<i64> = wal_entries::table
-                .select(diesel::dsl::max(wal_entries::seq))
-                .first(conn)?;
+            let oldest_seq: Option<i64> =
+                pending.select(diesel::dsl::min(wal_applied::seq)).first(conn)?;
+            let head: Option<i64> =
+                wal_entries::table.select(diesel::dsl::max(wal_entries::seq)).first(conn)?;
             let age = |seq: Option<i64>, conn: &mut _| -> Result<Option<f64>, WalError> {
                 let Some(seq) = seq else { return Ok(None) };
-                let created: i64 = wal_entries::table
-                    .find(seq)
-                    .select(wal_entries::created_ms)
-                    .first(conn)?;
+                let created: i64 =
+                    wal_entries::table.find(seq).select(wal_entries::created_ms).first(conn)?;
                 Ok(Some((now_ms() - created).max(0) as f64 / 1000.0))
             };
             let oldest_pending = age(oldest_seq, conn)?;
@@ -463,9 +450,8 @@ impl WalStore {
             for instance in self.instances.iter() {
                 let mine = pending.filter(wal_applied::instance.eq(instance));
                 let entries: i64 = mine.count().get_result(conn)?;
-                let oldest: Option<i64> = mine
-                    .select(diesel::dsl::min(wal_applied::seq))
-                    .first(conn)?;
+                let oldest: Option<i64> =
+                    mine.select(diesel::dsl::min(wal_applied::seq)).first(conn)?;
                 backlogs.push(Backlog {
                     instance: instance.clone(),
                     entries,
@@ -528,6 +514,169 @@ impl WalStore {
                         .execute(c)?;
                 Ok((deleted, keys))
             })
+        })
+    }
+}
+
+/// One entry given up on for one instance, as `GET /admin/wal/failed` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedReplay {
+    pub seq: i64,
+    pub transaction_id: String,
+    pub kind: String,
+    pub path: String,
+    pub instance: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+impl WalStore {
+    /// Every persisted collection mapping.
+    pub fn mappings(&self) -> Result<Vec<MappingRow>, WalError> {
+        with_conn!(self.pool, |conn| Ok(collection_map::table
+            .select(MappingRow::as_select())
+            .load(conn)?))
+    }
+
+    /// Inserts or replaces one instance's id for a canonical collection.
+    pub fn save_mapping(&self, row: &MappingRow) -> Result<(), WalError> {
+        with_conn!(self.pool, |conn| {
+            diesel::insert_into(collection_map::table)
+                .values(row)
+                .on_conflict((collection_map::canonical_id, collection_map::instance))
+                .do_update()
+                .set(row)
+                .execute(conn)?;
+            Ok(())
+        })
+    }
+
+    /// Forgets one instance's id for a canonical collection, or (with `None`) all of its ids.
+    pub fn delete_mappings(&self, instance: &str, canonical: Option<&str>) -> Result<(), WalError> {
+        with_conn!(self.pool, |conn| {
+            let rows = collection_map::table.filter(collection_map::instance.eq(instance));
+            match canonical {
+                Some(c) => {
+                    diesel::delete(rows.filter(collection_map::canonical_id.eq(c))).execute(conn)?
+                }
+                None => diesel::delete(rows).execute(conn)?,
+            };
+            Ok(())
+        })
+    }
+
+    /// The next entries `instance` has not applied, in log order, at most `limit`.
+    pub fn pending(&self, instance: &str, limit: i64) -> Result<Vec<PendingEntry>, WalError> {
+        with_conn!(self.pool, |conn| {
+            let rows: Vec<(EntryRow, i32)> = wal_applied::table
+                .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
+                .filter(wal_applied::instance.eq(instance))
+                .filter(wal_applied::state.eq(PENDING))
+                .order(wal_applied::seq)
+                .limit(limit)
+                .select((EntryRow::as_select(), wal_applied::attempts))
+                .load(conn)?;
+            Ok(rows.into_iter().map(|(entry, attempts)| PendingEntry { entry, attempts }).collect())
+        })
+    }
+
+    /// Marks entries applied on `instance`.
+    pub fn mark_applied(&self, instance: &str, seqs: &[i64]) -> Result<(), WalError> {
+        with_conn!(self.pool, |conn| {
+            conn.before_transaction(false)?;
+            diesel::update(
+                wal_applied::table
+                    .filter(wal_applied::instance.eq(instance))
+                    .filter(wal_applied::seq.eq_any(seqs)),
+            )
+            .set((
+                wal_applied::state.eq(APPLIED),
+                wal_applied::attempts.eq(wal_applied::attempts + 1),
+                wal_applied::updated_ms.eq(now_ms()),
+            ))
+            .execute(conn)?;
+            Ok(())
+        })
+    }
+
+    /// Records a failed attempt of `seq` on `instance`; after `max_attempts` the entry is
+    /// failed there. Answers whether it is failed now.
+    pub fn record_attempt(
+        &self,
+        instance: &str,
+        seq: i64,
+        error: &str,
+        max_attempts: i32,
+    ) -> Result<bool, WalError> {
+        with_conn!(self.pool, |conn| {
+            let row = wal_applied::table
+                .filter(wal_applied::instance.eq(instance))
+                .filter(wal_applied::seq.eq(seq));
+            let attempts: i32 = row.select(wal_applied::attempts).first(conn)?;
+            let failed = attempts + 1 >= max_attempts;
+            diesel::update(row)
+                .set((
+                    wal_applied::attempts.eq(attempts + 1),
+                    wal_applied::last_error.eq(error),
+                    wal_applied::state.eq(if failed { FAILED } else { PENDING }),
+                    wal_applied::updated_ms.eq(now_ms()),
+                ))
+                .execute(conn)?;
+            Ok(failed)
+        })
+    }
+
+    /// Per instance and scope key, how many replicated entries are still pending or failed there.
+    pub fn owed(&self) -> Result<Vec<(String, Option<String>, i64)>, WalError> {
+        with_conn!(self.pool, |conn| {
+            Ok(wal_applied::table
+                .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
+                .filter(wal_applied::state.eq_any([PENDING, FAILED]))
+                .filter(wal_entries::state.eq_any(EntryState::TO_REPLICATE))
+                .group_by((wal_applied::instance, wal_entries::collection))
+                .select((wal_applied::instance, wal_entries::collection, diesel::dsl::count_star()))
+                .load(conn)?)
+        })
+    }
+
+    /// Entries given up on, oldest first, at most `limit`.
+    pub fn failed(&self, limit: i64) -> Result<Vec<FailedReplay>, WalError> {
+        with_conn!(self.pool, |conn| {
+            let rows: Vec<(i64, String, String, String, String, i32, Option<String>)> =
+                wal_applied::table
+                    .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
+                    .filter(wal_applied::state.eq(FAILED))
+                    .order(wal_applied::seq)
+                    .limit(limit)
+                    .select((
+                        wal_applied::seq,
+                        wal_entries::txn_id,
+                        wal_entries::kind,
+                        wal_entries::path,
+                        wal_applied::instance,
+                        wal_applied::attempts,
+                        wal_applied::last_error,
+                    ))
+                    .load(conn)?;
+            Ok(rows
+                .into_iter()
+                .map(|(seq, transaction_id, kind, path, instance, attempts, last_error)| {
+                    FailedReplay { seq, transaction_id, kind, path, instance, attempts, last_error }
+                })
+                .collect())
+        })
+    }
+
+    /// Puts every failed entry back in the queue with a fresh retry budget; answers how many.
+    pub fn retry_failed(&self) -> Result<usize, WalError> {
+        with_conn!(self.pool, |conn| {
+            Ok(diesel::update(wal_applied::table.filter(wal_applied::state.eq(FAILED)))
+                .set((
+                    wal_applied::state.eq(PENDING),
+                    wal_applied::attempts.eq(0),
+                    wal_applied::updated_ms.eq(now_ms()),
+                ))
+                .execute(conn)?)
         })
     }
 }

@@ -40,11 +40,7 @@ pub fn venv() -> &'static Path {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `condition` until it holds, or panics after `timeout` naming `what`.
@@ -54,10 +50,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         if condition() {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -88,10 +81,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -115,16 +105,11 @@ pub fn try_request(
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    if body.is_some()
-        && !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-    {
+    if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
         builder = builder.header("content-type", "application/json");
     }
-    let request = builder
-        .body(body.map(<[u8]>::to_vec).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
+    let request =
+        builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).map_err(|e| e.to_string())?;
     let mut response = agent.run(request).map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let headers = response
@@ -132,16 +117,9 @@ pub fn try_request(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
+    let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok(Answer {
-        status,
-        body,
-        headers,
-    })
+    Ok(Answer { status, body, headers })
 }
 
 /// Sends one request and panics on a connection error.
@@ -170,22 +148,14 @@ pub struct Chroma {
 impl Chroma {
     /// Starts a server and waits for its heartbeat.
     pub fn start(name: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("chroma-ha-{name}-"))
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix(&format!("chroma-ha-{name}-")).tempdir().unwrap();
         let port = free_port();
         let config = format!(
             "port: {port}\nlisten_address: \"127.0.0.1\"\npersist_path: \"{}\"\nallow_reset: true\n",
             dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-        let mut chroma = Self {
-            name: name.to_string(),
-            port,
-            dir,
-            child: None,
-        };
+        let mut chroma = Self { name: name.to_string(), port, dir, child: None };
         chroma.spawn();
         chroma
     }
@@ -200,11 +170,7 @@ impl Chroma {
     }
 
     fn spawn(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
+        let log = File::options().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(venv().join("bin/chroma"))
             .arg("run")
             .arg(self.dir.path().join("config.yaml"))
@@ -216,11 +182,9 @@ impl Chroma {
             .expect("spawn chroma");
         self.child = Some(child);
         let url = format!("{}/api/v2/heartbeat", self.url());
-        wait_until(
-            &format!("chroma {} heartbeat", self.name),
-            Duration::from_secs(60),
-            || try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200),
-        );
+        wait_until(&format!("chroma {} heartbeat", self.name), Duration::from_secs(60), || {
+            try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200)
+        });
     }
 
     fn log_path(&self) -> PathBuf {
@@ -271,11 +235,7 @@ impl Chroma {
 impl Drop for Chroma {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- chroma {} log tail ---\n{}",
-                self.name,
-                log_tail(&self.log_path(), 20)
-            );
+            eprintln!("--- chroma {} log tail ---\n{}", self.name, log_tail(&self.log_path(), 20));
         }
         self.kill9();
     }
@@ -303,10 +263,7 @@ impl Proxy {
 
     /// Starts the proxy with exactly this environment (plus LISTEN_ADDR and RUST_LOG).
     pub fn start_with_env(env: &[(String, String)]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("chroma-ha-proxy-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("chroma-ha-proxy-").tempdir().unwrap();
         let port = free_port();
         let log = File::create(dir.path().join("proxy.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
@@ -320,11 +277,7 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .expect("spawn chroma-ha");
-        let proxy = Self {
-            port,
-            dir,
-            child: Some(child),
-        };
+        let proxy = Self { port, dir, child: Some(child) };
         let url = format!("{}/health", proxy.url());
         wait_until("proxy /health", Duration::from_secs(30), || {
             try_request("GET", &url, &[], None).is_ok()
@@ -361,11 +314,8 @@ impl Proxy {
     /// Requests an instance answered, by kind (`reads` or `writes`), from `/status`.
     pub fn served(&self, instance: &str, kind: &str) -> u64 {
         let status = self.status();
-        let entry = status["stats"]["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["name"] == instance);
+        let entry =
+            status["stats"]["instances"].as_array().unwrap().iter().find(|i| i["name"] == instance);
         entry.unwrap()[kind].as_u64().unwrap()
     }
 
@@ -445,10 +395,17 @@ fn pg_bin() -> PathBuf {
         return path.parent().unwrap().to_path_buf();
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|dir| dir.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().expect("PostgreSQL server binaries not found: run scripts/test.sh, which installs them")
+    versions
+        .pop()
+        .expect("PostgreSQL server binaries not found: run scripts/test.sh, which installs them")
 }
 
 fn is_root() -> bool {
@@ -481,7 +438,8 @@ impl Postgres {
         let bin = pg_bin();
         let dir = tempfile::Builder::new().prefix("chroma-ha-pg-").tempdir().unwrap();
         if is_root() {
-            let status = Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status().unwrap();
+            let status =
+                Command::new("chown").arg("-R").arg("postgres").arg(dir.path()).status().unwrap();
             assert!(status.success(), "chown the PostgreSQL directory");
         }
         let out = pg_command(&bin.join("initdb"))
@@ -512,17 +470,31 @@ impl Postgres {
 
     /// Starts the server (again) on the same port and data, waiting until it accepts connections.
     pub fn start_again(&mut self) {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display());
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
         let log = self.dir.path().join("postgres.log");
-        let out = self.pg_ctl(&["-w", "-t", "60", "-l", log.to_str().unwrap(), "-o", &options, "start"]);
-        assert!(out.status.success(), "pg_ctl start failed: {}\n{}", String::from_utf8_lossy(&out.stderr), log_tail(&log, 20));
+        let out =
+            self.pg_ctl(&["-w", "-t", "60", "-l", log.to_str().unwrap(), "-o", &options, "start"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            log_tail(&log, 20)
+        );
         self.running = true;
     }
 
     /// `pg_ctl stop -m fast`: the server closes every connection and exits.
     pub fn stop(&mut self) {
         let out = self.pg_ctl(&["-w", "-m", "fast", "stop"]);
-        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.running = false;
     }
 
@@ -531,7 +503,21 @@ impl Postgres {
         let local = self.bin.join("psql");
         let psql = if local.exists() { local } else { PathBuf::from("psql") };
         let out = Command::new(psql)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-At", "-F", "|", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-F",
+                "|",
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -580,7 +566,11 @@ impl WalBackend {
                     .args(["-c", script, &self.database_url(), sql])
                     .output()
                     .unwrap();
-                assert!(out.status.success(), "sqlite query failed: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "sqlite query failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
             }
         }
