@@ -341,20 +341,29 @@ mod tests {
     }
 
     #[test]
-    fn writes_name_their_operation_and_collection() {
+    fn writes_name_their_operation_and_scope() {
         let c = format!("{P}/collections/{ID}");
         let route =
             |m: &str, p: &str| classify(&Method::from_bytes(m.as_bytes()).unwrap(), p).unwrap();
-        assert_eq!(route("POST", &format!("{c}/add")), Route::on(Operation::Add, ID));
+        let db = Some("default_tenant/default_database".to_string());
+        let add = route("POST", &format!("{c}/add"));
+        assert_eq!((add.op, add.collection_id(), &add.database), (Operation::Add, Some(ID), &db));
+        assert_eq!(add.write_scope(), Scope::Collection(ID.into()));
         assert_eq!(route("POST", &format!("{c}/delete")).op, Operation::DeleteRecords);
+        let delete = route("DELETE", &format!("{P}/collections/docs"));
         assert_eq!(
-            route("DELETE", &format!("{P}/collections/docs")),
-            Route::on(Operation::DeleteCollection, "docs")
+            (delete.op, delete.collection.as_deref()),
+            (Operation::DeleteCollection, Some("docs"))
         );
-        assert_eq!(
-            route("POST", &format!("{P}/collections")),
-            Route::new(Operation::CreateCollection)
-        );
+        assert_eq!(delete.write_scope(), Scope::Database("default_tenant/default_database".into()));
+        let create = route("POST", &format!("{P}/collections"));
+        assert!(create.returns_collections && create.op == Operation::CreateCollection);
+        assert_eq!(route("POST", "/api/v2/reset").write_scope(), Scope::Global);
+        let query = route("POST", &format!("{c}/query"));
+        assert_eq!(query.read_scopes().len(), 3);
+        assert!(!query.returns_collections);
+        assert!(route("GET", &format!("{P}/collections/docs")).returns_collections);
+        assert_eq!(route("GET", "/api/v2/collections/t:d:docs").database.as_deref(), Some("t/d"));
         assert!(Operation::Upsert.can_queue() && !Operation::CreateCollection.can_queue());
     }
 
