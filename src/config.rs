@@ -35,6 +35,9 @@ pub const DEFAULT_SQLITE_FILE: &str = "chroma-ha-wal.sqlite";
 pub const DEFAULT_WAL_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// A day, as common HTTP APIs keep idempotency keys: covers any sane client retry loop.
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(86_400);
+/// Five attempts with doubling back-off span about six seconds: enough to ride out a restart,
+/// short enough that a poison entry is reported, not retried forever.
+pub const DEFAULT_MAX_REPLAY_RETRIES: i32 = 5;
 /// Ten seconds is longer than any normal request and short enough for a rolling restart.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -53,6 +56,7 @@ const SETTINGS: &[&str] = &[
     "DATABASE_URL",
     "WAL_RETENTION",
     "IDEMPOTENCY_TTL",
+    "MAX_REPLAY_RETRIES",
 ];
 
 /// Command line of `chroma-ha`; every flag falls back to the environment variable it names.
@@ -98,6 +102,9 @@ pub struct Cli {
     /// How long an Idempotency-Key is remembered [default: 24h]
     #[arg(long, env = "IDEMPOTENCY_TTL")]
     pub idempotency_ttl: Option<String>,
+    /// Attempts before a replayed entry is marked failed for an instance [default: 5]
+    #[arg(long, env = "MAX_REPLAY_RETRIES")]
+    pub max_replay_retries: Option<String>,
     /// TOML file with the same settings in lower case (primary_url = "...")
     #[arg(long = "config", env = "CHROMA_HA_CONFIG")]
     pub config_file: Option<PathBuf>,
@@ -175,6 +182,7 @@ impl RawSettings {
             ("DATABASE_URL", &cli.database_url),
             ("WAL_RETENTION", &cli.wal_retention),
             ("IDEMPOTENCY_TTL", &cli.idempotency_ttl),
+            ("MAX_REPLAY_RETRIES", &cli.max_replay_retries),
         ];
         Self::from_pairs(fields.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))))
     }
@@ -237,6 +245,8 @@ pub struct Config {
     pub wal_retention: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// Attempts before a replayed entry is marked failed for an instance.
+    pub max_replay_retries: i32,
     /// Longest drain of in-flight requests at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -328,6 +338,17 @@ impl Config {
                 _ => Err(error("READ_REPLICA_RATIO", format!("`{v}` is not a number from 0 to 1"))),
             },
         };
+        let max_replay_retries = match raw.get("MAX_REPLAY_RETRIES") {
+            None => Ok(DEFAULT_MAX_REPLAY_RETRIES),
+            Some(v) => {
+                v.trim().parse::<i32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                    error(
+                        "MAX_REPLAY_RETRIES",
+                        format!("`{v}` is not a whole number from 1 to 1000"),
+                    )
+                })
+            }
+        };
         let config = Self {
             primary_url: take(&mut errors, primary_url).unwrap_or_default(),
             replica_urls: take(&mut errors, replica_urls).unwrap_or_default(),
@@ -364,6 +385,8 @@ impl Config {
                 .map(str::to_string)
                 .collect(),
             wal_retention: take_duration(&mut errors, raw, "WAL_RETENTION", DEFAULT_WAL_RETENTION),
+            max_replay_retries: take(&mut errors, max_replay_retries)
+                .unwrap_or(DEFAULT_MAX_REPLAY_RETRIES),
             idempotency_ttl: take_duration(
                 &mut errors,
                 raw,

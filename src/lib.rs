@@ -22,10 +22,12 @@
 //! - [`actors::replay`]: `ReplayActor`, applies the log to instances that lack entries.
 //! - [`actors::mapping`]: `MappingCacheActor`, persists collection identities.
 //! - [`chroma::ids`]: canonical collection ids and their translation.
+//! - [`apply`]: one logged write as one instance must receive it, and what its answer implies.
 //! - [`progress`]: what each instance still owes, for read-your-writes routing.
 //! - [`ordering`]: writes to one scope pass through the proxy one at a time.
 
 pub mod actors;
+pub mod apply;
 pub mod chroma;
 pub mod config;
 pub mod http;

@@ -50,7 +50,11 @@ impl MappingCacheActor {
 }
 
 /// Fills `table` from the persisted mappings; run once at startup, before serving.
-pub fn load(store: &WalStore, table: &MappingTable, names: &[InstanceName]) -> Result<usize, WalError> {
+pub fn load(
+    store: &WalStore,
+    table: &MappingTable,
+    names: &[InstanceName],
+) -> Result<usize, WalError> {
     let rows = store.mappings()?;
     for row in &rows {
         if let Some(i) = names.iter().position(|n| n.as_str() == row.instance) {
@@ -88,11 +92,21 @@ impl Handler<Record> for MappingCacheActor {
         let persist = actix_web::rt::task::spawn_blocking(move || store.save_mapping(&row));
         Box::pin(persist.into_actor(self).map(move |saved, act, _| {
             saved.map_err(|e| WalError::Unavailable(e.to_string()))??;
-            act.table.set(&msg.canonical, (&msg.tenant, &msg.database, &msg.name), msg.instance, &msg.local);
+            act.table.set(
+                &msg.canonical,
+                (&msg.tenant, &msg.database, &msg.name),
+                msg.instance,
+                &msg.local,
+            );
             if msg.canonical.0 != msg.local.0 {
                 info!(
                     "collection {}/{}/{}: canonical id {} is {} on {}",
-                    msg.tenant, msg.database, msg.name, msg.canonical, msg.local.0, act.names[msg.instance.0]
+                    msg.tenant,
+                    msg.database,
+                    msg.name,
+                    msg.canonical,
+                    msg.local.0,
+                    act.names[msg.instance.0]
                 );
             }
             Ok(())

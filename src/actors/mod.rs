@@ -4,6 +4,8 @@
 //! another actor's answer inside a handler.
 
 pub mod health;
+pub mod mapping;
+pub mod replay;
 pub mod retention;
 pub mod router;
 pub mod wal_writer;

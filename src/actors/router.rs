@@ -9,9 +9,12 @@
 
 use actix::prelude::*;
 
+use std::sync::Arc;
+
 use super::guarded;
 use super::health::{HealthUpdate, Subscribe};
 use crate::instance::{InstanceId, Role};
+use crate::progress::{Progress, Scope};
 
 /// Whether a request reads or changes state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +25,15 @@ pub enum Access {
     Write,
 }
 
-/// Where should a request of this kind go? Answers usable instances, best first; empty if none.
+/// Where should a request of this kind go? Answers the instances that may serve it, best
+/// first; empty if none.
 #[derive(Message, Debug)]
 #[rtype(result = "Vec<InstanceId>")]
 pub struct RouteRequest {
     /// Read or write.
     pub access: Access,
+    /// For a read, the scopes an instance must have applied every logged write of.
+    pub scopes: Vec<Scope>,
 }
 
 /// How many instances are usable now, for `/health`.
@@ -39,6 +45,7 @@ pub struct CountUsable;
 pub struct RouterActor {
     roles: Vec<Role>,
     health: Vec<Recipient<Subscribe>>,
+    progress: Arc<Progress>,
     usable: Vec<bool>,
     read_replica_ratio: f64,
     /// Error-diffusion accumulator: sends exactly READ_REPLICA_RATIO of reads to replicas first,
@@ -54,44 +61,68 @@ impl RouterActor {
     pub fn new(
         roles: Vec<Role>,
         health: Vec<Recipient<Subscribe>>,
+        progress: Arc<Progress>,
         read_replica_ratio: f64,
     ) -> Self {
         let usable = vec![true; roles.len()];
-        Self { roles, health, usable, read_replica_ratio, replica_credit: 0.0, next_replica: 0 }
+        Self {
+            roles,
+            health,
+            progress,
+            usable,
+            read_replica_ratio,
+            replica_credit: 0.0,
+            next_replica: 0,
+        }
     }
 
-    fn usable_with_role(&self, role: Role) -> impl Iterator<Item = InstanceId> + '_ {
-        self.roles
-            .iter()
-            .enumerate()
-            .filter(move |(i, r)| **r == role && self.usable[*i])
-            .map(|(i, _)| InstanceId(i))
+    /// Usable instances of `role` that have applied every write of `scopes`.
+    fn eligible(&self, role: Role, scopes: &[Scope]) -> Vec<InstanceId> {
+        (0..self.roles.len())
+            .map(InstanceId)
+            .filter(|i| self.roles[i.0] == role && self.usable[i.0])
+            .filter(|i| self.progress.is_current(*i, scopes))
+            .collect()
     }
 
-    fn route(&mut self, access: Access) -> Vec<InstanceId> {
-        let primaries: Vec<InstanceId> = self.usable_with_role(Role::Primary).collect();
-        let mut replicas: Vec<InstanceId> = self.usable_with_role(Role::Replica).collect();
+    /// Writes: caught-up instances first (the primary before replicas), then those still
+    /// catching up, least behind first; a write waits on its target for its own scope.
+    fn write_targets(&self) -> Vec<InstanceId> {
+        let backlogs = self.progress.backlogs();
+        let mut targets: Vec<InstanceId> =
+            (0..self.roles.len()).map(InstanceId).filter(|i| self.usable[i.0]).collect();
+        targets
+            .sort_by_key(|i| (backlogs[i.0] > 0, backlogs[i.0], self.roles[i.0] != Role::Primary));
+        targets
+    }
+
+    fn route(&mut self, access: Access, scopes: &[Scope]) -> Vec<InstanceId> {
+        if access == Access::Write {
+            return self.write_targets();
+        }
+        let primaries = self.eligible(Role::Primary, scopes);
+        let mut replicas = self.eligible(Role::Replica, scopes);
         if !replicas.is_empty() {
             let start = self.next_replica % replicas.len();
             replicas.rotate_left(start);
         }
-        let replicas_first = match access {
-            Access::Write => false,
-            Access::Read => {
-                self.next_replica = self.next_replica.wrapping_add(1);
-                self.replica_credit += self.read_replica_ratio;
-                let take = self.replica_credit >= 1.0;
-                if take {
-                    self.replica_credit -= 1.0;
-                }
-                take
-            }
-        };
+        self.next_replica = self.next_replica.wrapping_add(1);
+        self.replica_credit += self.read_replica_ratio;
+        let replicas_first = self.replica_credit >= 1.0;
         if replicas_first {
+            self.replica_credit -= 1.0;
+        }
+        let mut candidates: Vec<InstanceId> = if replicas_first {
             replicas.into_iter().chain(primaries).collect()
         } else {
             primaries.into_iter().chain(replicas).collect()
-        }
+        };
+        // Last resort: instances still applying this read's writes, least behind first; the
+        // read waits there while replay brings them up to date from the log.
+        let behind: Vec<InstanceId> =
+            self.write_targets().into_iter().filter(|i| !candidates.contains(i)).collect();
+        candidates.extend(behind);
+        candidates
     }
 }
 
@@ -112,7 +143,7 @@ impl Handler<RouteRequest> for RouterActor {
     type Result = Vec<InstanceId>;
 
     fn handle(&mut self, msg: RouteRequest, ctx: &mut Context<Self>) -> Vec<InstanceId> {
-        guarded("router", ctx, || self.route(msg.access)).unwrap_or_default()
+        guarded("router", ctx, || self.route(msg.access, &msg.scopes)).unwrap_or_default()
     }
 }
 
@@ -139,8 +170,11 @@ mod tests {
     use super::*;
 
     fn router(ratio: f64) -> RouterActor {
-        RouterActor::new(vec![Role::Primary, Role::Replica, Role::Replica], Vec::new(), ratio)
+        let roles = vec![Role::Primary, Role::Replica, Role::Replica];
+        RouterActor::new(roles, Vec::new(), Arc::new(Progress::new(3)), ratio)
     }
+
+    const C: &[Scope] = &[Scope::Global];
 
     fn ids(v: &[usize]) -> Vec<InstanceId> {
         v.iter().map(|i| InstanceId(*i)).collect()
@@ -149,9 +183,9 @@ mod tests {
     #[test]
     fn writes_prefer_the_primary_then_replicas() {
         let mut r = router(0.8);
-        assert_eq!(r.route(Access::Write)[0], InstanceId(0));
+        assert_eq!(r.route(Access::Write, C)[0], InstanceId(0));
         r.usable[0] = false;
-        let route = r.route(Access::Write);
+        let route = r.route(Access::Write, C);
         assert_eq!(route.len(), 2);
         assert!(!route.contains(&InstanceId(0)));
     }
@@ -159,7 +193,7 @@ mod tests {
     #[test]
     fn reads_follow_the_ratio_exactly() {
         let mut r = router(0.8);
-        let firsts: Vec<InstanceId> = (0..100).map(|_| r.route(Access::Read)[0]).collect();
+        let firsts: Vec<InstanceId> = (0..100).map(|_| r.route(Access::Read, C)[0]).collect();
         let on_primary = firsts.iter().filter(|i| **i == InstanceId(0)).count();
         assert_eq!(on_primary, 20);
         let on_replica_2 = firsts.iter().filter(|i| **i == InstanceId(2)).count();
@@ -170,15 +204,34 @@ mod tests {
     fn only_usable_instances_are_candidates() {
         let mut r = router(1.0);
         r.usable = vec![false, false, true];
-        assert_eq!(r.route(Access::Read), ids(&[2]));
-        assert_eq!(r.route(Access::Write), ids(&[2]));
+        assert_eq!(r.route(Access::Read, C), ids(&[2]));
+        assert_eq!(r.route(Access::Write, C), ids(&[2]));
         r.usable = vec![false, false, false];
-        assert!(r.route(Access::Read).is_empty());
+        assert!(r.route(Access::Read, C).is_empty());
+    }
+
+    #[test]
+    fn reads_go_only_where_their_writes_are_applied() {
+        let mut r = router(1.0);
+        let scope = Scope::Collection("c".into());
+        r.progress.owe_all_but(&scope, Some(InstanceId(0)));
+        let scopes = [Scope::Global, scope.clone()];
+        assert!((0..10).all(|_| r.route(Access::Read, &scopes) == ids(&[0, 1, 2])));
+        r.usable[0] = false;
+        assert_eq!(r.route(Access::Read, &scopes), ids(&[1, 2]), "behind, waited on");
+        r.usable[0] = true;
+        assert_eq!(r.route(Access::Read, &[Scope::Collection("other".into())]).len(), 3);
+        // Writes prefer caught-up instances: replicas that owe entries come last.
+        assert_eq!(r.route(Access::Write, &[]), ids(&[0, 1, 2]));
+        r.usable[0] = false;
+        assert_eq!(r.route(Access::Write, &[])[0], InstanceId(1));
+        r.progress.settle(InstanceId(2), &scope, 1);
+        assert_eq!(r.route(Access::Write, &[])[0], InstanceId(2), "the caught-up replica first");
     }
 
     #[test]
     fn ratio_zero_keeps_reads_on_the_primary() {
         let mut r = router(0.0);
-        assert!((0..50).all(|_| r.route(Access::Read)[0] == InstanceId(0)));
+        assert!((0..50).all(|_| r.route(Access::Read, C)[0] == InstanceId(0)));
     }
 }

@@ -266,6 +266,11 @@ fn valid(segment: &str) -> bool {
     !segment.is_empty()
 }
 
+/// Whether `text` has the shape of a collection id (a UUID).
+pub fn is_collection_id(text: &str) -> bool {
+    collection_id(text).is_ok()
+}
+
 /// Checks that a path segment is a UUID (8-4-4-4-12 hex digits).
 fn collection_id(segment: &str) -> Result<(), RouteError> {
     let groups: Vec<&str> = segment.split('-').collect();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use log::warn;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,17 +16,123 @@ use super::error::ApiError;
 use super::service::snapshots;
 use super::{AppState, InstanceHandle};
 use crate::actors::health::{ClearForce, ForceHealth};
+use crate::actors::mapping::Record;
+use crate::actors::replay::RetryFailed;
+use crate::chroma::ids::{CanonicalId, InstanceCollectionId};
+use crate::chroma::routes::is_collection_id;
 
 /// Longest override: a forgotten one must not outlive a day.
 pub const MAX_OVERRIDE: Duration = Duration::from_secs(86_400);
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/instances", web::get().to(list_instances)).service(
-        web::resource("/admin/instances/{name}/health")
-            .route(web::post().to(force_health))
-            .route(web::delete().to(clear_health)),
+    cfg.route("/admin/instances", web::get().to(list_instances))
+        .service(
+            web::resource("/admin/instances/{name}/health")
+                .route(web::post().to(force_health))
+                .route(web::delete().to(clear_health)),
+        )
+        .route("/admin/create_mapping", web::post().to(create_mapping))
+        .route("/admin/wal/failed", web::get().to(failed_replays))
+        .route("/admin/wal/retry", web::post().to(retry_replays));
+}
+
+/// Body of `POST /admin/create_mapping` (the seed deployment's shape).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingBody {
+    collection_name: String,
+    primary_id: String,
+    replica_id: String,
+    #[serde(default = "default_tenant")]
+    tenant: String,
+    #[serde(default = "default_database")]
+    database: String,
+}
+
+fn default_tenant() -> String {
+    "default_tenant".to_string()
+}
+
+fn default_database() -> String {
+    "default_database".to_string()
+}
+
+/// Repairs one collection's ids by hand: canonical = the primary's id.
+async fn create_mapping(
+    req: HttpRequest,
+    body: Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let body: MappingBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"collection_name\", \"primary_id\", \"replica_id\"}}: {e}"
+        ))
+    })?;
+    for id in [&body.primary_id, &body.replica_id] {
+        if !is_collection_id(id) {
+            return Err(ApiError::BadRequest(format!("`{id}` is not a collection id (a UUID)")));
+        }
+    }
+    if body.collection_name.is_empty() {
+        return Err(ApiError::BadRequest("collection_name must not be empty".into()));
+    }
+    let canonical = CanonicalId(body.primary_id.clone());
+    for (instance, local) in [("primary", &body.primary_id), ("replica", &body.replica_id)] {
+        let instance = self::instance(&state, instance)?.spec.id;
+        let record = Record {
+            canonical: canonical.clone(),
+            tenant: body.tenant.clone(),
+            database: body.database.clone(),
+            name: body.collection_name.clone(),
+            instance,
+            local: InstanceCollectionId(local.clone()),
+        };
+        state
+            .mapping
+            .send(record)
+            .await
+            .map_err(|e| ApiError::Internal(format!("mapping actor unavailable: {e}")))?
+            .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+    }
+    warn!(
+        "admin: mapping of collection {} set by hand: primary {}, replica {}",
+        body.collection_name, body.primary_id, body.replica_id
     );
+    Ok(HttpResponse::Ok().json(json!({
+        "collection_name": body.collection_name,
+        "canonical_id": canonical,
+        "primary_id": body.primary_id,
+        "replica_id": body.replica_id,
+    })))
+}
+
+async fn failed_replays(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let store = state.store.clone();
+    let failed = web::block(move || store.failed(1_000))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "failed": failed })))
+}
+
+async fn retry_replays(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let count = state
+        .replay
+        .send(RetryFailed)
+        .await
+        .map_err(|e| ApiError::Internal(format!("replay actor unavailable: {e}")))?
+        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "requeued": count })))
 }
 
 /// Body of `POST /admin/instances/{name}/health`.

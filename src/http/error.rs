@@ -21,6 +21,9 @@ pub enum ApiError {
     /// The body is larger than the proxy accepts.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// Refused by policy (a protected collection).
+    #[error("{0}")]
+    Forbidden(String),
     /// Admin endpoints are off because no ADMIN_TOKEN is configured.
     #[error("admin endpoints are disabled: set ADMIN_TOKEN to enable them")]
     AdminDisabled,
@@ -53,7 +56,7 @@ impl ApiError {
             Self::NotFound(_) => "NotFound",
             Self::BadRequest(_) => "InvalidArgument",
             Self::PayloadTooLarge(_) => "PayloadTooLarge",
-            Self::AdminDisabled => "Forbidden",
+            Self::AdminDisabled | Self::Forbidden(_) => "Forbidden",
             Self::Unauthorized => "Unauthorized",
             Self::Unavailable(_) | Self::WalUnavailable(_) => "ServiceUnavailable",
             Self::Conflict(_) => "Conflict",
@@ -70,7 +73,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::AdminDisabled => StatusCode::FORBIDDEN,
+            Self::AdminDisabled | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Unavailable(_) | Self::WalUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Conflict(_) => StatusCode::CONFLICT,

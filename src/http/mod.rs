@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod service;
 pub mod write;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Addr, Arbiter, Supervisor};
@@ -16,11 +17,16 @@ use actix_web::{App, HttpServer, web};
 use log::{info, warn};
 
 use crate::actors::health::{HealthActor, ProbeSettings};
+use crate::actors::mapping::{self, MappingCacheActor};
+use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::router::RouterActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
+use crate::chroma::ids::MappingTable;
 use crate::config::Config;
-use crate::instance::InstanceSpec;
+use crate::instance::{InstanceId, InstanceName, InstanceSpec};
+use crate::ordering::ScopeLocks;
+use crate::progress::{Progress, Scope};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
 use crate::wal::store::{WalError, WalStore};
@@ -60,6 +66,22 @@ pub struct AppState {
     pub wal: Addr<WalWriterActor>,
     /// The log, for blocking reads (status, transactions) on actix's blocking pool.
     pub store: WalStore,
+    /// What every instance still owes, per scope.
+    pub progress: Arc<Progress>,
+    /// Collection ids on every instance.
+    pub table: Arc<MappingTable>,
+    /// The writer of collection identities.
+    pub mapping: Addr<MappingCacheActor>,
+    /// The replayer, woken by new entries.
+    pub replay: Addr<ReplayActor>,
+    /// Replay figures for status.
+    pub replay_counters: Arc<ReplayCounters>,
+    /// One writer per scope at a time.
+    pub locks: ScopeLocks,
+    /// Collection names that cannot be deleted through the proxy.
+    pub protected_collections: Vec<String>,
+    /// Longest wait for one upstream answer, or for a target to catch up.
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -89,7 +111,8 @@ impl Worker {
         let roles = state.instances.iter().map(|i| i.spec.role).collect();
         let health = state.instances.iter().map(|i| i.health.clone().recipient()).collect();
         let ratio = state.read_replica_ratio;
-        let router = Supervisor::start(move |_| RouterActor::new(roles, health, ratio));
+        let progress = state.progress.clone();
+        let router = Supervisor::start(move |_| RouterActor::new(roles, health, progress, ratio));
         Self { upstream: Upstream::new(timeout), router }
     }
 }
@@ -123,21 +146,59 @@ fn start_wal(
     Ok((store, wal))
 }
 
+/// Loads collection identities and what every instance owes from the log.
+fn load_replication_state(
+    store: &WalStore,
+    specs: &[InstanceSpec],
+) -> Result<(Arc<MappingTable>, Arc<Progress>), WalError> {
+    let names: Vec<InstanceName> = specs.iter().map(|s| s.name.clone()).collect();
+    let table = Arc::new(MappingTable::new(specs.len()));
+    let mappings = mapping::load(store, &table, &names)?;
+    let progress = Arc::new(Progress::new(specs.len()));
+    let mut owed = 0;
+    for (instance, scope, count) in store.owed()? {
+        if let Some(i) = names.iter().position(|n| n.as_str() == instance) {
+            progress.owe(InstanceId(i), &Scope::from_key(scope.as_deref().unwrap_or("")), count);
+            owed += count;
+        }
+    }
+    info!("replication state: {mappings} collection ids, {owed} entries owed by instances");
+    Ok((table, progress))
+}
+
 /// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
 /// the WAL writer commits the last outcomes. Must run inside an actix `System`.
 pub async fn serve(config: &Config) -> Result<(), ServeError> {
     let specs = config.instances();
     let (store, wal) = start_wal(config, &specs)?;
+    let (table, progress) = load_replication_state(&store, &specs)?;
+    let names = specs.iter().map(|s| s.name.clone()).collect();
+    let (mapping_store, mapping_table) = (store.clone(), table.clone());
+    let mapping =
+        Supervisor::start(move |_| MappingCacheActor::new(mapping_store, mapping_table, names));
     let settings = ProbeSettings::from_interval(config.check_interval);
     let stats = Stats::new(specs.len());
-    let instances = specs
-        .into_iter()
+    let instances: Vec<InstanceHandle> = specs
+        .iter()
         .map(|spec| {
             let judged = spec.clone();
             let health = Supervisor::start(move |_| HealthActor::new(judged, settings));
-            InstanceHandle { spec, health }
+            InstanceHandle { spec: spec.clone(), health }
         })
         .collect();
+    let replay_counters = Arc::new(ReplayCounters::default());
+    let parts = ReplayParts {
+        store: store.clone(),
+        specs,
+        table: table.clone(),
+        progress: progress.clone(),
+        mapping: mapping.clone(),
+        health: instances.iter().map(|i| i.health.clone()).collect(),
+        counters: replay_counters.clone(),
+        max_retries: config.max_replay_retries,
+        request_timeout: config.request_timeout,
+    };
+    let replay = Supervisor::start(move |_| ReplayActor::new(parts));
     let state = web::Data::new(AppState {
         instances,
         stats,
@@ -146,6 +207,14 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         read_replica_ratio: config.read_replica_ratio,
         wal: wal.clone(),
         store,
+        progress,
+        table,
+        mapping,
+        replay,
+        replay_counters,
+        locks: ScopeLocks::default(),
+        protected_collections: config.protected_collections.clone(),
+        request_timeout: config.request_timeout,
     });
     let timeout = config.request_timeout;
     let server = HttpServer::new(move || {

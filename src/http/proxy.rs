@@ -13,9 +13,11 @@ use super::error::ApiError;
 use super::{AppState, Worker, write};
 use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::{Access, RouteRequest};
+use crate::apply::{self, NotOnInstance, Prepared, canonical_answer};
 use crate::chroma::headers::keep_response_header;
 use crate::chroma::routes::{Route, classify};
 use crate::instance::InstanceId;
+use crate::progress::Scope;
 use crate::stats::bump;
 use crate::upstream::UpstreamResponse;
 
@@ -36,9 +38,16 @@ pub async fn forward(
     match route.op.access() {
         Access::Read => {
             bump(&stats.reads);
-            let candidates = candidates(&worker, Access::Read).await?;
-            match execute(&state, &worker, &candidates, Access::Read, &req, &body).await {
-                Execution::Answered { answer, .. } => Ok(respond(answer)),
+            let scopes = route.read_scopes();
+            let candidates = candidates(&worker, Access::Read, scopes.clone()).await?;
+            let path = path_and_query(&req);
+            let prepare = |i| apply::prepare(&route, path, &body, i, &state.table, false);
+            match execute(&state, &worker, &candidates, Access::Read, &req, prepare, &scopes).await
+            {
+                Execution::Answered { instance, mut answer } => {
+                    answer.body = canonical_answer(&route, answer.body, instance, &state.table);
+                    Ok(respond(answer))
+                }
                 Execution::Unreachable(detail) => Err(unavailable(&state, &req, detail)),
                 Execution::Invalid(detail) => Err(ApiError::BadGateway(detail)),
             }
@@ -60,28 +69,40 @@ pub enum Execution {
     Invalid(String),
 }
 
+/// The request's path and query string, as the client sent it.
+pub fn path_and_query(req: &HttpRequest) -> &str {
+    req.uri().path_and_query().map_or(req.path(), |p| p.as_str())
+}
+
 /// The router's candidates for a request of this kind.
-pub async fn candidates(worker: &Worker, access: Access) -> Result<Vec<InstanceId>, ApiError> {
+pub async fn candidates(
+    worker: &Worker,
+    access: Access,
+    scopes: Vec<Scope>,
+) -> Result<Vec<InstanceId>, ApiError> {
     worker
         .router
-        .send(RouteRequest { access })
+        .send(RouteRequest { access, scopes })
         .await
         .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))
 }
 
-/// Sends the request to the candidates in order: a connection failure or timeout marks the
-/// instance down and moves on; a 5xx is tried once on the next candidate.
+/// Sends the request to the candidates in order, each in the form `prepare` gives for it: a
+/// connection failure or timeout marks the instance down and moves on; a 5xx is tried once on
+/// the next candidate. A candidate that has not applied every logged write of `wait_for` is
+/// first given REQUEST_TIMEOUT to catch up (reads see every acknowledged write; a write never
+/// overtakes earlier ones).
 pub async fn execute(
     state: &AppState,
     worker: &Worker,
     candidates: &[InstanceId],
     access: Access,
     req: &HttpRequest,
-    body: &Bytes,
+    prepare: impl Fn(InstanceId) -> Result<Prepared, NotOnInstance>,
+    wait_for: &[Scope],
 ) -> Execution {
     let stats = &state.stats;
     let (method, path) = (req.method(), req.path());
-    let path_and_query = req.uri().path_and_query().map_or(path, |p| p.as_str());
     let mut failures: Vec<String> = Vec::new();
     let mut retried_server_error = false;
     for (n, id) in candidates.iter().enumerate() {
@@ -89,12 +110,27 @@ pub async fn execute(
         let counters = &stats.instances[id.0];
         let name = &instance.spec.name;
         let next = candidates.get(n + 1).map(|next| &state.instances[next.0].spec.name);
+        let timeout = state.request_timeout;
+        if !state.progress.wait_current(*id, wait_for, timeout).await {
+            warn!(
+                "{method} {path}: {name} has not caught up within {timeout:?}; trying the next one"
+            );
+            failures.push(format!("{name}: still catching up after {timeout:?}"));
+            continue;
+        }
+        let prepared = match prepare(*id) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
         let sent = worker.upstream.send(
             &instance.spec.url,
             method,
-            path_and_query,
+            &prepared.path,
             req.headers(),
-            body.clone(),
+            prepared.body,
         );
         match sent.await {
             Ok(answer)
@@ -135,7 +171,7 @@ pub async fn execute(
         }
     }
     Execution::Unreachable(if failures.is_empty() {
-        "every instance is marked down".to_string()
+        "every instance is down or has not applied the writes this request depends on".to_string()
     } else {
         failures.join("; ")
     })

@@ -3,10 +3,11 @@
 //! Read-only: these handlers never change health, routing or counters.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{AppState, Worker};
@@ -20,16 +21,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/status", web::get().to(status))
         .route("/metrics", web::get().to(metrics))
         .route("/wal/status", web::get().to(wal_status))
-        .route("/transactions/{id}", web::get().to(transaction));
+        .route("/transactions/{id}", web::get().to(transaction))
+        .route("/collection/mappings", web::get().to(mappings));
 }
 
 /// The `write_ahead_log` block and every instance's backlog, read on the blocking pool.
 async fn wal_block(state: &AppState) -> Result<(WalStatus, Vec<Backlog>), ApiError> {
     let store = state.store.clone();
-    web::block(move || store.status(0, false))
-        .await
-        .map_err(|e| ApiError::Internal(format!("WAL status task failed: {e}")))?
-        .map_err(|e| ApiError::WalUnavailable(e.to_string()))
+    let counters = state.replay_counters.clone();
+    web::block(move || {
+        let active = counters.active.load(Ordering::Relaxed) > 0;
+        store.status(counters.total.load(Ordering::Relaxed), active)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("WAL status task failed: {e}")))?
+    .map_err(|e| ApiError::WalUnavailable(e.to_string()))
+}
+
+async fn mappings(state: web::Data<AppState>) -> HttpResponse {
+    let names: Vec<&str> = state.instances.iter().map(|i| i.spec.name.as_str()).collect();
+    let collections: Vec<Value> = state
+        .table
+        .snapshot()
+        .into_iter()
+        .map(|c| {
+            let ids: serde_json::Map<String, Value> = names
+                .iter()
+                .zip(&c.instance_ids)
+                .map(|(name, id)| (name.to_string(), json!(id)))
+                .collect();
+            json!({
+                "canonical_id": c.canonical_id,
+                "tenant": c.tenant,
+                "database": c.database,
+                "name": c.name,
+                "instances": ids,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "collections": collections }))
 }
 
 async fn wal_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -87,17 +117,35 @@ pub async fn snapshots(state: &AppState) -> Result<Vec<HealthSnapshot>, ApiError
 }
 
 async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let instances = snapshots(&state).await?;
+    let snapshots = snapshots(&state).await?;
     // The status page stays up while the WAL store is down, and says why.
-    let wal = match wal_block(&state).await {
-        Ok((status, _)) => serde_json::to_value(status).unwrap_or_default(),
-        Err(e) => json!({"backend": state.store.backend(), "error": e.to_string()}),
+    let (wal, backlogs) = match wal_block(&state).await {
+        Ok((status, backlogs)) => (serde_json::to_value(status).unwrap_or_default(), backlogs),
+        Err(e) => (json!({"backend": state.store.backend(), "error": e.to_string()}), Vec::new()),
     };
+    let owed = state.progress.backlogs();
+    let instances: Vec<Value> = snapshots
+        .iter()
+        .zip(owed)
+        .map(|(snapshot, owed)| {
+            let mut entry = serde_json::to_value(snapshot).unwrap_or_default();
+            let backlog = backlogs.iter().find(|b| b.instance == snapshot.name.as_str());
+            if snapshot.healthy && snapshot.state == "healthy" && owed > 0 {
+                entry["state"] = json!("catching_up");
+            }
+            entry["applied_seq"] = json!(backlog.map(|b| b.applied_seq));
+            entry["replication_lag"] = json!({
+                "entries": owed,
+                "seconds": backlog.and_then(|b| b.oldest_seconds),
+            });
+            entry
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "service": "chroma-ha",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
-        "healthy_instances": instances.iter().filter(|i| i.healthy).count(),
+        "healthy_instances": snapshots.iter().filter(|i| i.healthy).count(),
         "instances": instances,
         "write_ahead_log": wal,
         "stats": state.stats.snapshot(&state.specs()),

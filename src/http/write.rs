@@ -8,15 +8,17 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use log::warn;
+use log::{error, warn};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::proxy::{Execution, candidates, execute, respond, unavailable};
+use super::proxy::{Execution, candidates, execute, path_and_query, respond, unavailable};
 use super::{AppState, Worker};
+use crate::actors::replay::Wake;
 use crate::actors::router::Access;
 use crate::actors::wal_writer::{Append, Resolve};
-use crate::chroma::routes::Route;
+use crate::apply::{self, canonical_answer, identity_changes, record_changes};
+use crate::chroma::routes::{Operation, Route};
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
 use crate::wal::store::Appended;
 
@@ -35,8 +37,12 @@ pub async fn write(
     state: &AppState,
     worker: &Worker,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_protected(req, route, state)?;
     let key = idempotency_key(req)?;
-    let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str()).to_string();
+    let scope = route.write_scope();
+    // One write per scope at a time: the log's order is the order on every instance.
+    let _turn = state.locks.lock(&scope).await;
+    let path = path_and_query(req);
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let record = WriteRecord {
         // Time-ordered ids land at the right edge of the txn_id index: a group commit touches
@@ -45,10 +51,10 @@ pub async fn write(
         idempotency_key: key,
         kind: route.op.name(),
         method: req.method().to_string(),
-        path,
+        path: path.to_string(),
         headers: json!({ "content-type": content_type }).to_string(),
         body: body.clone(),
-        collection: route.collection.clone(),
+        collection: Some(scope.key()),
     };
     let txn_id = record.txn_id.clone();
     let appended = state
@@ -63,23 +69,56 @@ pub async fn write(
         Appended::InFlight => return Err(in_flight(None)),
     };
 
-    let candidates = candidates(worker, Access::Write).await?;
-    let execution = execute(state, worker, &candidates, Access::Write, req, &body).await;
-    let (resolution, mut response) = resolve(seq, route, execution, state, req);
+    let candidates = candidates(worker, Access::Write, Vec::new()).await?;
+    let mut waits = route.read_scopes();
+    if !waits.contains(&scope) {
+        waits.push(scope.clone());
+    }
+    let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
+    let execution = execute(state, worker, &candidates, Access::Write, req, prepare, &waits).await;
+    let (resolution, mut response) = resolve(seq, route, &body, execution, state, req).await;
+    // Owed before the outcome is committed (replay only takes committed entries), and before
+    // the answer: the client's next read, on any worker, avoids instances that lack this write.
+    if matches!(resolution.state, EntryState::Committed | EntryState::Queued) {
+        let applied_on = resolution
+            .applied_on
+            .as_deref()
+            .and_then(|name| state.instance(name))
+            .map(|i| i.spec.id);
+        state.progress.owe_all_but(&scope, applied_on);
+    }
     // The answer waits for the outcome's commit, so an acknowledged write is committed in the
     // log even if the proxy dies next; if the store fails now, the client still gets the answer
     // of a write that did happen, and the writer retries the record.
     if let Ok(Err(e)) = state.wal.send(Resolve(resolution)).await {
         warn!("transaction {txn_id}: outcome not recorded yet ({e}); the WAL writer retries it");
     }
+    state.replay.do_send(Wake);
     set_transaction(&mut response, &txn_id);
     Ok(response)
 }
 
-/// The entry's outcome and the client's answer.
-fn resolve(
+/// Deleting a protected collection is refused before anything is logged.
+fn refuse_protected(req: &HttpRequest, route: &Route, state: &AppState) -> Result<(), ApiError> {
+    let name = match (route.op, route.collection.as_deref()) {
+        (Operation::DeleteCollection, Some(name)) => name,
+        _ => return Ok(()),
+    };
+    if state.protected_collections.iter().any(|p| p == name) {
+        warn!("refused {} {}: collection `{name}` is protected", req.method(), req.path());
+        return Err(ApiError::Forbidden(format!(
+            "collection `{name}` is protected (PROTECTED_COLLECTIONS) and cannot be deleted through the proxy"
+        )));
+    }
+    Ok(())
+}
+
+/// The entry's outcome and the client's answer; identity changes of a committed write are
+/// recorded before the answer, so the client's next request can use the ids it got.
+async fn resolve(
     seq: Seq,
     route: &Route,
+    request: &Bytes,
     execution: Execution,
     state: &AppState,
     req: &HttpRequest,
@@ -93,7 +132,7 @@ fn resolve(
         applied_on: None,
     };
     match execution {
-        Execution::Answered { instance, answer } => {
+        Execution::Answered { instance, mut answer } => {
             let entry_state = if answer.status.is_success() {
                 EntryState::Committed
             } else if answer.status.is_client_error() {
@@ -101,6 +140,14 @@ fn resolve(
             } else {
                 EntryState::Failed
             };
+            if entry_state == EntryState::Committed {
+                let changes =
+                    identity_changes(route, request, &answer.body, instance, &state.table, None);
+                if let Err(e) = record_changes(changes, &state.mapping).await {
+                    error!("transaction seq {seq}: collection ids not recorded: {e}");
+                }
+                answer.body = canonical_answer(route, answer.body, instance, &state.table);
+            }
             let mut resolution =
                 outcome(entry_state, answer.status, Some(answer.body.clone()), None);
             if entry_state == EntryState::Committed {

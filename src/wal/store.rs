@@ -164,6 +164,8 @@ pub struct Backlog {
     pub entries: i64,
     /// Age in seconds of the oldest one, or null.
     pub oldest_seconds: Option<f64>,
+    /// Every entry up to this sequence number is applied there.
+    pub applied_seq: i64,
 }
 
 /// One write as `GET /transactions/{id}` shows it.
@@ -456,6 +458,7 @@ impl WalStore {
                     instance: instance.clone(),
                     entries,
                     oldest_seconds: age(oldest, conn)?,
+                    applied_seq: oldest.map_or(head.unwrap_or(0), |first| first - 1),
                 });
             }
             let status = WalStatus {

@@ -1,0 +1,628 @@
+//! ReplayActor: brings every instance up to date from the log. For each instance (a lane) it
+//! reads the entries that instance has not applied, in log order, and applies them: collection
+//! ids translated to the instance's own, creates as get_or_create, deletes of what is gone as
+//! done, and consecutive adds, upserts or deletes of one collection coalesced into one request
+//! up to the instance's `max_batch_size`. It wakes on new entries, on health changes and once a
+//! second; a rejected entry is retried with exponential back-off and, after MAX_REPLAY_RETRIES,
+//! marked failed for that instance.
+//!
+//! It never applies an entry whose outcome is still unknown (a write in flight stops the lane
+//! until it is resolved), and never applies one entry of a collection before an earlier one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::http::Method;
+use actix_web::web::Bytes;
+use log::{error, info, warn};
+use serde_json::{Map, Value};
+
+use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
+use super::mapping::MappingCacheActor;
+use crate::apply::{identity_changes, prepare, record_changes};
+use crate::chroma::ids::MappingTable;
+use crate::chroma::routes::{Operation, Route, classify};
+use crate::instance::{InstanceId, InstanceSpec};
+use crate::progress::{Progress, Scope};
+use crate::wal::models::PendingEntry;
+use crate::wal::store::{WalError, WalStore};
+
+/// Entries read from the log per round.
+const WINDOW: i64 = 2_000;
+/// Batch size when an instance does not say its own.
+const DEFAULT_MAX_BATCH: usize = 1_000;
+/// First back-off after a rejected entry; doubles per attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest back-off.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How soon to look again when the next entry is still in flight.
+const IN_FLIGHT_PAUSE: Duration = Duration::from_millis(20);
+
+/// New entries were committed or queued: look for work.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+/// Admin: give every failed entry a fresh retry budget and replay it; answers how many.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<usize, WalError>")]
+pub struct RetryFailed;
+
+/// Replay figures shown in `/status`.
+#[derive(Debug, Default)]
+pub struct ReplayCounters {
+    /// Entries applied by replay since the proxy started.
+    pub total: AtomicU64,
+    /// Lanes applying entries right now.
+    pub active: AtomicUsize,
+}
+
+/// What the replay actor needs from the rest of the proxy.
+pub struct ReplayParts {
+    pub store: WalStore,
+    pub specs: Vec<InstanceSpec>,
+    pub table: Arc<MappingTable>,
+    pub progress: Arc<Progress>,
+    pub mapping: Addr<MappingCacheActor>,
+    pub health: Vec<Addr<HealthActor>>,
+    pub counters: Arc<ReplayCounters>,
+    pub max_retries: i32,
+    pub request_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Lane {
+    usable: bool,
+    running: bool,
+    dirty: bool,
+    retry_at: Option<Instant>,
+    max_batch: Option<usize>,
+}
+
+/// How a lane's run ended.
+enum LaneEnd {
+    /// Nothing left to apply.
+    Idle,
+    /// The next entry is still being executed by the write path.
+    InFlight,
+    /// The instance stopped answering.
+    Down,
+    /// An entry was rejected (or the log was unreachable): wait before the next try.
+    Backoff(Duration),
+}
+
+/// Applies the log to instances that lack entries.
+pub struct ReplayActor {
+    parts: Arc<ReplayParts>,
+    lanes: Vec<Lane>,
+    client: awc::Client,
+}
+
+impl ReplayActor {
+    /// A replayer for every instance of `parts.specs`.
+    pub fn new(parts: ReplayParts) -> Self {
+        let lanes = parts.specs.iter().map(|_| Lane { usable: true, ..Lane::default() }).collect();
+        let client =
+            awc::Client::builder().disable_redirects().timeout(parts.request_timeout).finish();
+        Self { parts: Arc::new(parts), lanes, client }
+    }
+
+    fn kick_all(&mut self, ctx: &mut Context<Self>) {
+        for i in 0..self.lanes.len() {
+            self.kick(InstanceId(i), ctx);
+        }
+    }
+
+    fn kick(&mut self, instance: InstanceId, ctx: &mut Context<Self>) {
+        let lane = &mut self.lanes[instance.0];
+        if lane.running {
+            lane.dirty = true;
+            return;
+        }
+        if !lane.usable || lane.retry_at.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        lane.running = true;
+        lane.dirty = false;
+        lane.retry_at = None;
+        let run = LaneRun {
+            parts: self.parts.clone(),
+            client: self.client.clone(),
+            instance,
+            max_batch: lane.max_batch,
+        };
+        ctx.spawn(run.drain().into_actor(self).map(move |(end, max_batch), act, ctx| {
+            let lane = &mut act.lanes[instance.0];
+            lane.running = false;
+            lane.max_batch = Some(max_batch);
+            match end {
+                LaneEnd::Idle | LaneEnd::Down => {}
+                LaneEnd::InFlight => lane.retry_at = Some(Instant::now() + IN_FLIGHT_PAUSE),
+                LaneEnd::Backoff(pause) => lane.retry_at = Some(Instant::now() + pause),
+            }
+            if lane.dirty || matches!(end, LaneEnd::InFlight) {
+                let pause = lane
+                    .retry_at
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+                ctx.run_later(pause, move |act, ctx| act.kick(instance, ctx));
+            }
+        }));
+    }
+}
+
+impl Actor for ReplayActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for health in &self.parts.health {
+            health.do_send(Subscribe(ctx.address().recipient()));
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.kick_all(ctx));
+    }
+}
+
+impl Supervised for ReplayActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        for lane in &mut self.lanes {
+            lane.running = false;
+        }
+    }
+}
+
+impl Handler<Wake> for ReplayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.kick_all(ctx);
+    }
+}
+
+impl Handler<HealthUpdate> for ReplayActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthUpdate, ctx: &mut Context<Self>) {
+        let lane = &mut self.lanes[msg.instance.0];
+        let returned = msg.usable && !lane.usable;
+        lane.usable = msg.usable;
+        if returned {
+            lane.retry_at = None;
+        }
+        self.kick(msg.instance, ctx);
+    }
+}
+
+impl Handler<RetryFailed> for ReplayActor {
+    type Result = ResponseActFuture<Self, Result<usize, WalError>>;
+
+    fn handle(&mut self, _: RetryFailed, _: &mut Context<Self>) -> Self::Result {
+        let store = self.parts.store.clone();
+        let retry = actix_web::rt::task::spawn_blocking(move || store.retry_failed());
+        Box::pin(retry.into_actor(self).map(|result, act, ctx| {
+            let count = result.map_err(|e| WalError::Unavailable(e.to_string()))??;
+            info!("admin: {count} failed replays queued again");
+            for lane in &mut act.lanes {
+                lane.retry_at = None;
+            }
+            act.kick_all(ctx);
+            Ok(count)
+        }))
+    }
+}
+
+/// One run of one lane: applies entries until none is left or something stops it.
+struct LaneRun {
+    parts: Arc<ReplayParts>,
+    client: awc::Client,
+    instance: InstanceId,
+    max_batch: Option<usize>,
+}
+
+/// Consecutive entries applied in one request.
+struct Batch<'a> {
+    entries: Vec<&'a PendingEntry>,
+    route: Route,
+    body: Bytes,
+}
+
+/// Why a batch was not applied.
+enum Refusal {
+    /// The instance could not be reached.
+    Down(String),
+    /// The instance (or the proxy) refused it.
+    Rejected(String),
+}
+
+impl LaneRun {
+    fn name(&self) -> &str {
+        self.parts.specs[self.instance.0].name.as_str()
+    }
+
+    async fn drain(self) -> (LaneEnd, usize) {
+        let max_batch = match self.max_batch {
+            Some(n) => n,
+            None => self.max_batch_size().await,
+        };
+        self.parts.counters.active.fetch_add(1, Ordering::Relaxed);
+        let end = self.apply_all(max_batch).await;
+        self.parts.counters.active.fetch_sub(1, Ordering::Relaxed);
+        (end, max_batch)
+    }
+
+    async fn max_batch_size(&self) -> usize {
+        let url = format!("{}/api/v2/pre-flight-checks", self.parts.specs[self.instance.0].url);
+        let answer = match self.client.get(url).send().await {
+            Ok(mut response) => response.json::<Value>().await.ok(),
+            Err(_) => None,
+        };
+        answer
+            .and_then(|v| v.get("max_batch_size").and_then(Value::as_u64))
+            .map_or(DEFAULT_MAX_BATCH, |n| n.max(1) as usize)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WalStore) -> Result<T, WalError> + Send + 'static,
+    ) -> Result<T, WalError> {
+        let store = self.parts.store.clone();
+        actix_web::rt::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| WalError::Unavailable(e.to_string()))?
+    }
+
+    async fn apply_all(&self, max_batch: usize) -> LaneEnd {
+        let name = self.name().to_string();
+        loop {
+            let lane = name.clone();
+            let window = match self.blocking(move |s| s.pending(&lane, WINDOW)).await {
+                Ok(window) => window,
+                Err(e) => {
+                    warn!("replay to {name} paused: {e}");
+                    return LaneEnd::Backoff(BACKOFF_BASE * 5);
+                }
+            };
+            if window.is_empty() {
+                return LaneEnd::Idle;
+            }
+            let ready: Vec<PendingEntry> =
+                window.into_iter().take_while(|p| p.entry.state != "logged").collect();
+            if ready.is_empty() {
+                return LaneEnd::InFlight;
+            }
+            for batch in plan(&ready, max_batch) {
+                if let Some(end) = self.apply_batch(batch).await {
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// Applies one batch; a refused merged batch is applied entry by entry to find the culprit.
+    async fn apply_batch(&self, batch: Batch<'_>) -> Option<LaneEnd> {
+        match self.send(&batch).await {
+            Ok(()) => self.applied(&batch.entries).await,
+            Err(Refusal::Down(reason)) => {
+                let health = &self.parts.health[self.instance.0];
+                health.do_send(ReportFailure { reason: format!("replay: {reason}") });
+                warn!("replay to {} stopped: {reason}", self.name());
+                Some(LaneEnd::Down)
+            }
+            Err(Refusal::Rejected(_)) if batch.entries.len() > 1 => {
+                for entry in batch.entries {
+                    if let Some(end) = Box::pin(self.apply_batch(single(entry))).await {
+                        return Some(end);
+                    }
+                }
+                None
+            }
+            Err(Refusal::Rejected(reason)) => self.rejected(batch.entries[0], &reason).await,
+        }
+    }
+
+    async fn applied(&self, entries: &[&PendingEntry]) -> Option<LaneEnd> {
+        let seqs: Vec<i64> = entries.iter().map(|p| p.entry.seq).collect();
+        let name = self.name().to_string();
+        if let Err(e) = self.blocking(move |s| s.mark_applied(&name, &seqs)).await {
+            warn!("replay to {}: could not record progress: {e}", self.name());
+            return Some(LaneEnd::Backoff(BACKOFF_BASE * 5));
+        }
+        let mut by_scope: BTreeMap<Scope, i64> = BTreeMap::new();
+        for p in entries {
+            *by_scope
+                .entry(Scope::from_key(p.entry.collection.as_deref().unwrap_or("")))
+                .or_insert(0) += 1;
+        }
+        for (scope, n) in by_scope {
+            self.parts.progress.settle(self.instance, &scope, n);
+        }
+        self.parts.counters.total.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        None
+    }
+
+    async fn rejected(&self, pending: &PendingEntry, reason: &str) -> Option<LaneEnd> {
+        let (name, seq, error) = (self.name().to_string(), pending.entry.seq, reason.to_string());
+        let max = self.parts.max_retries;
+        let failed = match self.blocking(move |s| s.record_attempt(&name, seq, &error, max)).await {
+            Ok(failed) => failed,
+            Err(e) => {
+                warn!("replay to {}: could not record the attempt: {e}", self.name());
+                return Some(LaneEnd::Backoff(BACKOFF_BASE * 5));
+            }
+        };
+        let entry = &pending.entry;
+        if failed {
+            error!(
+                "replay to {}: entry {} ({} {}) FAILED after {} attempts: {reason}; see GET /admin/wal/failed",
+                self.name(),
+                entry.seq,
+                entry.kind,
+                entry.path,
+                pending.attempts + 1
+            );
+            // Later entries go on; this one stays owed until an admin retries it.
+            return None;
+        }
+        let pause =
+            BACKOFF_BASE.saturating_mul(1 << pending.attempts.clamp(0, 16)).min(BACKOFF_MAX);
+        warn!(
+            "replay to {}: entry {} ({}) refused (attempt {}): {reason}; retrying in {pause:?}",
+            self.name(),
+            entry.seq,
+            entry.kind,
+            pending.attempts + 1
+        );
+        Some(LaneEnd::Backoff(pause))
+    }
+
+    async fn send(&self, batch: &Batch<'_>) -> Result<(), Refusal> {
+        let first = &batch.entries[0].entry;
+        let table = &self.parts.table;
+        let prepared = prepare(&batch.route, &first.path, &batch.body, self.instance, table, true)
+            .map_err(|e| Refusal::Rejected(e.to_string()))?;
+        let method = Method::from_bytes(first.method.as_bytes()).unwrap_or(Method::POST);
+        let url = format!("{}{}", self.parts.specs[self.instance.0].url, prepared.path);
+        let sent = self
+            .client
+            .request(method, url)
+            .insert_header(("content-type", "application/json"))
+            .send_body(prepared.body.clone())
+            .await;
+        let mut response = sent.map_err(|e| Refusal::Down(e.to_string()))?;
+        let status = response.status();
+        let answer =
+            response.body().limit(crate::upstream::MAX_RESPONSE_BYTES).await.unwrap_or_default();
+        let already_gone = status.as_u16() == 404
+            && matches!(
+                batch.route.op,
+                Operation::DeleteRecords | Operation::DeleteCollection | Operation::DeleteDatabase
+            );
+        if !status.is_success() && !already_gone {
+            let text = String::from_utf8_lossy(&answer);
+            return Err(Refusal::Rejected(format!(
+                "answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        let canonical = first
+            .response
+            .as_deref()
+            .and_then(|r| serde_json::from_slice::<Value>(r).ok())
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string));
+        let changes = identity_changes(
+            &batch.route,
+            &prepared.body,
+            &answer,
+            self.instance,
+            table,
+            canonical.as_deref(),
+        );
+        record_changes(changes, &self.parts.mapping).await.map_err(Refusal::Rejected)
+    }
+}
+
+/// A batch of one entry.
+fn single(p: &PendingEntry) -> Batch<'_> {
+    let method = Method::from_bytes(p.entry.method.as_bytes()).unwrap_or(Method::POST);
+    let path = p.entry.path.split('?').next().unwrap_or_default();
+    // An entry whose route this version no longer knows is sent as it was logged.
+    let route = classify(&method, path)
+        .unwrap_or_else(|_| classify(&Method::GET, "/api/v2").unwrap_or_else(|_| unreachable!()));
+    Batch { entries: vec![p], route, body: Bytes::from(p.entry.body.clone()) }
+}
+
+/// Splits ready entries into batches: consecutive adds, upserts or id-only deletes of one
+/// collection merge into one request of at most `max_batch` records; anything else goes alone.
+fn plan(ready: &[PendingEntry], max_batch: usize) -> Vec<Batch<'_>> {
+    let mut batches: Vec<Batch<'_>> = Vec::new();
+    let mut merging: Option<(Batch<'_>, Records)> = None;
+    for p in ready {
+        let batch = single(p);
+        let records = Records::parse(batch.route.op, &p.entry.body);
+        if let (Some((open, merged)), Some(next)) = (merging.as_mut(), records.as_ref()) {
+            let same =
+                open.entries[0].entry.path == p.entry.path && open.route.op == batch.route.op;
+            if same && merged.fits(next, max_batch) {
+                merged.absorb(next.clone(), batch.route.op);
+                open.entries.push(p);
+                continue;
+            }
+        }
+        if let Some((open, merged)) = merging.take() {
+            batches.push(merged.into_batch(open));
+        }
+        match records {
+            Some(records) => merging = Some((batch, records)),
+            None => batches.push(batch),
+        }
+    }
+    if let Some((open, merged)) = merging.take() {
+        batches.push(merged.into_batch(open));
+    }
+    batches
+}
+
+/// The records of an add, upsert or id-only delete, column by column.
+#[derive(Debug, Clone)]
+struct Records {
+    columns: Map<String, Value>,
+    len: usize,
+}
+
+/// Record columns Chroma accepts as parallel lists.
+const COLUMNS: [&str; 5] = ["ids", "embeddings", "documents", "metadatas", "uris"];
+
+impl Records {
+    fn parse(op: Operation, body: &[u8]) -> Option<Self> {
+        if !matches!(op, Operation::Add | Operation::Upsert | Operation::DeleteRecords) {
+            return None;
+        }
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else { return None };
+        let len = object.get("ids")?.as_array()?.len();
+        let mut columns = Map::new();
+        for (key, value) in object {
+            let plain_column =
+                COLUMNS.contains(&key.as_str()) && value.as_array().is_some_and(|a| a.len() == len);
+            match (plain_column, &value) {
+                (true, _) => {
+                    columns.insert(key, value);
+                }
+                (false, Value::Null) => {}
+                // A where filter, base64 embeddings, or anything unusual: not merged.
+                (false, _) => return None,
+            }
+        }
+        (op != Operation::DeleteRecords || columns.len() == 1).then_some(Self { columns, len })
+    }
+
+    fn fits(&self, next: &Records, max_batch: usize) -> bool {
+        self.len + next.len <= max_batch && self.columns.keys().eq(next.columns.keys())
+    }
+
+    /// Appends `next`; for add the first record of an id wins, for upsert the last.
+    fn absorb(&mut self, next: Records, op: Operation) {
+        let ids: Vec<String> =
+            self.column("ids").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
+        let next_ids: Vec<String> =
+            next.column("ids").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
+        let seen: HashSet<&String> = ids.iter().collect();
+        let (keep_old, keep_new): (Vec<bool>, Vec<bool>) = match op {
+            Operation::Upsert => {
+                let replaced: HashSet<&String> = next_ids.iter().collect();
+                (ids.iter().map(|id| !replaced.contains(id)).collect(), vec![true; next_ids.len()])
+            }
+            _ => (vec![true; ids.len()], next_ids.iter().map(|id| !seen.contains(id)).collect()),
+        };
+        for key in COLUMNS {
+            let (Some(Value::Array(old)), Some(Value::Array(new))) =
+                (self.columns.get(key).cloned(), next.columns.get(key))
+            else {
+                continue;
+            };
+            let merged: Vec<Value> = old
+                .into_iter()
+                .zip(&keep_old)
+                .filter(|(_, keep)| **keep)
+                .map(|(v, _)| v)
+                .chain(new.iter().zip(&keep_new).filter(|(_, keep)| **keep).map(|(v, _)| v.clone()))
+                .collect();
+            self.columns.insert(key.to_string(), Value::Array(merged));
+        }
+        self.len = self.column("ids").len();
+    }
+
+    fn column(&self, key: &str) -> &[Value] {
+        self.columns.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
+
+    fn into_batch(self, mut batch: Batch<'_>) -> Batch<'_> {
+        if batch.entries.len() > 1 {
+            batch.body = Bytes::from(Value::Object(self.columns).to_string());
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::wal::models::EntryRow;
+
+    const PATH: &str =
+        "/api/v2/tenants/t/databases/d/collections/11111111-2222-3333-4444-555555555555";
+
+    fn entry(seq: i64, kind: &str, body: Value) -> PendingEntry {
+        PendingEntry {
+            entry: EntryRow {
+                seq,
+                txn_id: format!("t{seq}"),
+                idempotency_key: None,
+                kind: kind.into(),
+                method: "POST".into(),
+                path: format!("{PATH}/{kind}"),
+                headers: "{}".into(),
+                body: body.to_string().into_bytes(),
+                collection: Some("collection:c".into()),
+                state: "committed".into(),
+                status: Some(200),
+                response: None,
+                error: None,
+                created_ms: 0,
+                updated_ms: 0,
+            },
+            attempts: 0,
+        }
+    }
+
+    fn body(batch: &Batch<'_>) -> Value {
+        serde_json::from_slice(&batch.body).unwrap()
+    }
+
+    #[test]
+    fn consecutive_adds_merge_and_the_first_of_an_id_wins() {
+        let ready = vec![
+            entry(1, "add", json!({"ids": ["a"], "embeddings": [[1.0]], "documents": ["first"]})),
+            entry(
+                2,
+                "add",
+                json!({"ids": ["b", "a"], "embeddings": [[2.0], [3.0]], "documents": ["b", "second"]}),
+            ),
+        ];
+        let batches = plan(&ready, 100);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            body(&batches[0]),
+            json!({"ids": ["a", "b"], "embeddings": [[1.0], [2.0]], "documents": ["first", "b"]})
+        );
+    }
+
+    #[test]
+    fn upserts_merge_and_the_last_of_an_id_wins() {
+        let ready = vec![
+            entry(1, "upsert", json!({"ids": ["a", "b"], "embeddings": [[1.0], [2.0]]})),
+            entry(2, "upsert", json!({"ids": ["a"], "embeddings": [[9.0]]})),
+        ];
+        let batches = plan(&ready, 100);
+        assert_eq!(body(&batches[0]), json!({"ids": ["b", "a"], "embeddings": [[2.0], [9.0]]}));
+    }
+
+    #[test]
+    fn other_kinds_size_limits_and_filters_break_batches() {
+        let ready = vec![
+            entry(1, "add", json!({"ids": ["a"], "embeddings": [[1.0]]})),
+            entry(2, "upsert", json!({"ids": ["a"], "embeddings": [[2.0]]})),
+            entry(3, "delete", json!({"ids": ["a"]})),
+            entry(4, "delete", json!({"ids": ["b"]})),
+            entry(5, "delete", json!({"where": {"k": 1}})),
+            entry(6, "add", json!({"ids": ["c"], "embeddings": [[1.0]]})),
+            entry(7, "add", json!({"ids": ["d"], "embeddings": [[1.0]]})),
+        ];
+        let sizes: Vec<usize> = plan(&ready, 1).iter().map(|b| b.entries.len()).collect();
+        assert_eq!(sizes, [1, 1, 1, 1, 1, 1, 1], "max_batch 1 merges nothing");
+        let sizes: Vec<usize> = plan(&ready, 100).iter().map(|b| b.entries.len()).collect();
+        assert_eq!(sizes, [1, 1, 2, 1, 2]);
+    }
+}

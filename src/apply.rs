@@ -1,0 +1,239 @@
+//! Applying one logged write to one instance, shared by the client write path and replay: the
+//! request as that instance must receive it (its own collection id; a replayed create made
+//! idempotent), the identity changes its answer implies, and the answer with canonical ids.
+//!
+//! Pure translation plus messages to the mapping cache actor: it never sends a request itself.
+
+use actix::Addr;
+use actix_web::web::Bytes;
+use serde_json::Value;
+
+use crate::actors::mapping::{Forget, MappingCacheActor, Record};
+use crate::chroma::ids::{
+    CanonicalId, InstanceCollectionId, MappingTable, Translation, collections_in,
+    rewrite_collection_ids, rewrite_path,
+};
+use crate::chroma::routes::{Operation, Route};
+use crate::instance::InstanceId;
+
+/// A request ready for one instance.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Path and query with the instance's collection id.
+    pub path: String,
+    /// Body to send.
+    pub body: Bytes,
+}
+
+/// Why a request cannot be sent to an instance (yet).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("collection {0} does not exist on this instance yet")]
+pub struct NotOnInstance(pub String);
+
+/// The request as `instance` must receive it. On replay a collection create becomes
+/// get_or_create, so applying it twice is harmless.
+pub fn prepare(
+    route: &Route,
+    path_and_query: &str,
+    body: &Bytes,
+    instance: InstanceId,
+    table: &MappingTable,
+    replay: bool,
+) -> Result<Prepared, NotOnInstance> {
+    let path = match route.collection_id() {
+        Some(id) => match table.to_instance(id, instance) {
+            Translation::Known(local) => rewrite_path(path_and_query, id, &local.0),
+            Translation::Unknown => path_and_query.to_string(),
+            Translation::Missing => return Err(NotOnInstance(id.to_string())),
+        },
+        None => path_and_query.to_string(),
+    };
+    let body = match (replay, route.op) {
+        (true, Operation::CreateCollection) => with_get_or_create(body),
+        _ => body.clone(),
+    };
+    Ok(Prepared { path, body })
+}
+
+fn with_get_or_create(body: &Bytes) -> Bytes {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut object)) => {
+            object.insert("get_or_create".into(), Value::Bool(true));
+            Bytes::from(Value::Object(object).to_string())
+        }
+        _ => body.clone(),
+    }
+}
+
+/// A change of collection identity implied by an applied write.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The instance has the collection under this id (created, forked, renamed).
+    Record(Record),
+    /// The instance dropped a collection, or all of them.
+    Forget(Forget),
+}
+
+/// The identity changes implied by `instance` accepting `route` with this answer. `canonical`
+/// is the id clients already know for a created collection (replay), if any.
+pub fn identity_changes(
+    route: &Route,
+    request: &[u8],
+    answer: &[u8],
+    instance: InstanceId,
+    table: &MappingTable,
+    canonical: Option<&str>,
+) -> Vec<Change> {
+    let (tenant, database) = route
+        .database
+        .as_deref()
+        .and_then(|d| d.split_once('/'))
+        .map_or((String::new(), String::new()), |(t, d)| (t.to_string(), d.to_string()));
+    match route.op {
+        Operation::CreateCollection | Operation::ForkCollection => {
+            let Ok(body) = serde_json::from_slice::<Value>(answer) else { return Vec::new() };
+            collections_in(&body)
+                .into_iter()
+                .map(|c| {
+                    let local = c["id"].as_str().unwrap_or_default().to_string();
+                    let canonical = canonical
+                        .map(|c| CanonicalId(c.to_string()))
+                        .or_else(|| table.to_canonical(instance, &local))
+                        .unwrap_or_else(|| CanonicalId(local.clone()));
+                    Change::Record(Record {
+                        canonical,
+                        tenant: c["tenant"].as_str().unwrap_or(&tenant).to_string(),
+                        database: c["database"].as_str().unwrap_or(&database).to_string(),
+                        name: c["name"].as_str().unwrap_or_default().to_string(),
+                        instance,
+                        local: InstanceCollectionId(local),
+                    })
+                })
+                .collect()
+        }
+        Operation::DeleteCollection => route
+            .collection
+            .as_deref()
+            .and_then(|name| table.by_name(&tenant, &database, name))
+            .map(|canonical| Change::Forget(Forget { instance, canonical: Some(canonical) }))
+            .into_iter()
+            .collect(),
+        Operation::UpdateCollection => {
+            let new_name = serde_json::from_slice::<Value>(request)
+                .ok()
+                .and_then(|b| b.get("new_name").and_then(Value::as_str).map(str::to_string));
+            let Some((id, name)) = route.collection_id().zip(new_name) else { return Vec::new() };
+            match table.to_instance(id, instance) {
+                Translation::Known(local) => vec![Change::Record(Record {
+                    canonical: CanonicalId(id.to_string()),
+                    tenant,
+                    database,
+                    name,
+                    instance,
+                    local,
+                })],
+                _ => Vec::new(),
+            }
+        }
+        Operation::Reset => vec![Change::Forget(Forget { instance, canonical: None })],
+        _ => Vec::new(),
+    }
+}
+
+/// Persists and publishes identity changes; answers the first error.
+pub async fn record_changes(
+    changes: Vec<Change>,
+    mapping: &Addr<MappingCacheActor>,
+) -> Result<(), String> {
+    for change in changes {
+        let done = match change {
+            Change::Record(r) => mapping.send(r).await,
+            Change::Forget(f) => mapping.send(f).await,
+        };
+        done.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `answer` with every collection id of `instance` replaced by its canonical id.
+pub fn canonical_answer(
+    route: &Route,
+    answer: Bytes,
+    instance: InstanceId,
+    table: &MappingTable,
+) -> Bytes {
+    if !route.returns_collections {
+        return answer;
+    }
+    let Ok(mut body) = serde_json::from_slice::<Value>(&answer) else { return answer };
+    if rewrite_collection_ids(&mut body, |id| table.to_canonical(instance, id).map(|c| c.0)) {
+        Bytes::from(body.to_string())
+    } else {
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::chroma::routes::classify;
+
+    const P: &str = "/api/v2/tenants/t/databases/d/collections";
+    const C: &str = "11111111-2222-3333-4444-555555555555";
+    const R: &str = "99999999-8888-7777-6666-555555555555";
+
+    fn route(method: Method, path: &str) -> Route {
+        classify(&method, path).unwrap()
+    }
+
+    #[test]
+    fn a_replayed_create_is_get_or_create_and_ids_are_translated() {
+        let table = MappingTable::new(2);
+        let create = route(Method::POST, P);
+        let prepared =
+            prepare(&create, P, &Bytes::from(r#"{"name":"docs"}"#), InstanceId(1), &table, true)
+                .unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&prepared.body).unwrap()["get_or_create"], true);
+
+        let add_path = format!("{P}/{C}/add");
+        let add = route(Method::POST, &add_path);
+        let canonical = CanonicalId(C.into());
+        table.set(&canonical, ("t", "d", "docs"), InstanceId(0), &InstanceCollectionId(C.into()));
+        assert!(prepare(&add, &add_path, &Bytes::new(), InstanceId(1), &table, true).is_err());
+        table.set(&canonical, ("t", "d", "docs"), InstanceId(1), &InstanceCollectionId(R.into()));
+        let prepared =
+            prepare(&add, &add_path, &Bytes::new(), InstanceId(1), &table, true).unwrap();
+        assert_eq!(prepared.path, format!("{P}/{R}/add"));
+    }
+
+    #[test]
+    fn creates_record_and_deletes_forget() {
+        let table = MappingTable::new(2);
+        let answer = json!({"id": R, "name": "docs", "tenant": "t", "database": "d", "configuration_json": {}});
+        let changes = identity_changes(
+            &route(Method::POST, P),
+            b"{}",
+            answer.to_string().as_bytes(),
+            InstanceId(1),
+            &table,
+            Some(C),
+        );
+        let [Change::Record(record)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((record.canonical.0.as_str(), record.local.0.as_str()), (C, R));
+
+        table.set(&record.canonical, ("t", "d", "docs"), InstanceId(1), &record.local);
+        let delete = route(Method::DELETE, &format!("{P}/docs"));
+        let changes = identity_changes(&delete, b"", b"{}", InstanceId(1), &table, None);
+        assert!(matches!(changes.as_slice(), [Change::Forget(Forget { canonical: Some(_), .. })]));
+        let answer = canonical_answer(
+            &route(Method::GET, &format!("{P}/docs")),
+            Bytes::from(json!({"id": R, "name": "docs", "configuration_json": {}}).to_string()),
+            InstanceId(1),
+            &table,
+        );
+        assert_eq!(serde_json::from_slice::<Value>(&answer).unwrap()["id"], C);
+    }
+}
