@@ -593,3 +593,47 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Every collection of one instance, read straight from it (see tests/py/fingerprint.py).
+pub fn fingerprint(instance: &Chroma) -> Value {
+    python_result(&python("fingerprint.py", &[&instance.url()]))
+}
+
+/// Waits until every instance has the same fingerprint, and returns it.
+pub fn wait_identical(instances: &[&Chroma], timeout: Duration) -> Value {
+    let mut last = Value::Null;
+    let start = Instant::now();
+    loop {
+        let prints: Vec<Value> = instances.iter().map(|c| fingerprint(c)).collect();
+        if prints.windows(2).all(|w| w[0] == w[1]) {
+            return prints.into_iter().next().unwrap_or_default();
+        }
+        if start.elapsed() > timeout {
+            let names: Vec<String> = instances.iter().map(|c| c.name.clone()).collect();
+            let diff: Vec<String> = prints[0]
+                .as_object()
+                .unwrap()
+                .keys()
+                .chain(prints[1].as_object().unwrap().keys())
+                .filter(|k| prints[0].get(*k) != prints[1].get(*k))
+                .cloned()
+                .collect();
+            panic!("instances {names:?} still differ after {timeout:?}; collections differing: {diff:?}; last: {last}");
+        }
+        last = prints[0].clone();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Checks a fingerprint against the workload's oracle: exactly the expected collections (among
+/// those named with `prefix`) and, in each, exactly the expected record ids.
+pub fn assert_matches_oracle(print: &Value, workload: &Value, prefix: &str) {
+    let expected = workload["expected"].as_object().unwrap();
+    let present: Vec<&String> = print.as_object().unwrap().keys().filter(|k| k.starts_with(prefix)).collect();
+    let mut wanted: Vec<&String> = expected.keys().collect();
+    wanted.sort();
+    assert_eq!(present, wanted, "collections on the instances vs the oracle");
+    for (name, ids) in expected {
+        assert_eq!(&print[name]["ids"], ids, "records of {name}: lost or resurrected ids");
+    }
+}

@@ -1,0 +1,34 @@
+//! Replica `kill -9` during the mixed workload, then back: reads and writes never fail, and
+//! after catch-up both instances are identical and as the oracle expects.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::{Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical, wait_until};
+
+#[test]
+fn replica_outage_is_caught_up() {
+    let primary = Chroma::start("primary");
+    let mut replica = Chroma::start("replica");
+    let wal = WalBackend::sqlite();
+    let db = wal.database_url();
+    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1")]);
+    let workload = python_command("workload.py", &[&proxy.url(), "rdown", "250"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the workload is under way", Duration::from_secs(60), || proxy.served("primary", "writes") >= 30);
+    replica.kill9();
+    let before = proxy.served("primary", "writes");
+    wait_until("writes go on without the replica", Duration::from_secs(60), || proxy.served("primary", "writes") >= before + 60);
+    let backlog = proxy.instance_status("replica")["replication_lag"]["entries"].as_i64().unwrap();
+    assert!(backlog > 0, "the replica owes the writes made while it was down");
+    replica.restart();
+    let result = python_result(&workload.wait_with_output().unwrap());
+    assert_eq!(result["failures"].as_array().unwrap().len(), 0, "{}", result["failures"]);
+    let print = wait_identical(&[&primary, &replica], Duration::from_secs(60));
+    assert_matches_oracle(&print, &result, "rdown-");
+}
