@@ -3,11 +3,14 @@
 # prints one table. Each figure is the median of BENCH_RUNS runs of BENCH_DURATION seconds,
 # alternating direct and proxied runs so drift hits both alike.
 #
-#   scripts/bench.sh              # all sections
+#   scripts/bench.sh                          # all sections
 #   BENCH_RUNS=5 BENCH_DURATION=10 scripts/bench.sh
+#   BENCH_SECTIONS="catchup" scripts/bench.sh   # only some: latency wal catchup
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${BENCH_RUNS:-3}"
+SECTIONS="${BENCH_SECTIONS:-latency wal catchup}"
+CATCHUP_WRITES="${BENCH_CATCHUP_WRITES:-10000}"
 DURATION="${BENCH_DURATION:-5}"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -115,34 +118,86 @@ compare() {
 
 start_chroma primary; PRIMARY_PORT=$PORT
 start_chroma replica; REPLICA_PORT=$PORT
+start_chroma replica-pg; REPLICA_PG_PORT=$PORT
 start_postgres
 DIRECT="http://127.0.0.1:$PRIMARY_PORT"
 REPLICA="http://127.0.0.1:$REPLICA_PORT"
-ID="$("$VENV/bin/python" scripts/bench/seed.py "$DIRECT" bench 1000 128 "$WORK/query.json")"
-ADDS="$("$VENV/bin/python" scripts/bench/seed.py "$DIRECT" adds 1 8 /dev/null)"
-# Reads stay on the primary, which holds the seeded collections under these ids.
-start_proxy proxy-pg PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0 DATABASE_URL="$PG_URL"
+# Two proxies share the primary, each with its own replica and WAL; each writes only to
+# collections created through it, so each replicates exactly its own.
+start_proxy proxy-pg PRIMARY_URL="$DIRECT" REPLICA_URL="http://127.0.0.1:$REPLICA_PG_PORT" DATABASE_URL="$PG_URL"
 PROXY_PG=$PROXY
-start_proxy proxy-sqlite PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0
+start_proxy proxy-sqlite PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA"
+SEED="$VENV/bin/python scripts/bench/seed.py"
+ID="$($SEED "$PROXY" bench 1000 128 "$WORK/query.json")"
+ADDS="$($SEED "$PROXY" adds 1 8 /dev/null)"
+ADDS_PG="$($SEED "$PROXY_PG" adds-pg 1 8 /dev/null)"
+ADDS_DIRECT="$($SEED "$DIRECT" adds-direct 1 8 /dev/null)"
 COLL="/api/v2/tenants/default_tenant/databases/default_database/collections"
+# The query collection is on both instances once replay has copied it.
+until curl -sf "$REPLICA$COLL/bench" >/dev/null && [ "$(curl -sf "$PROXY/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["write_ahead_log"]["pending_writes"])')" = 0 ]; do sleep 0.2; done
 
 echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, runs=$RUNS x ${DURATION}s, wrk"
-echo
-echo "| test                         |   c | direct/s  | proxy/s   | ratio | p50 dir | p50 pxy | p50 add | p99 dir | p99 pxy |"
-echo "|------------------------------|-----|-----------|-----------|-------|---------|---------|---------|---------|---------|"
-compare "GET /api/v2/heartbeat" 1 "$DIRECT/api/v2/heartbeat" "$PROXY/api/v2/heartbeat"
-compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
-compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
-compare "add 1 record, WAL sqlite" 1 "$DIRECT$COLL/$ADDS/add" "$PROXY$COLL/$ADDS/add" add
-compare "add 1 record, WAL sqlite" 8 "$DIRECT$COLL/$ADDS/add" "$PROXY$COLL/$ADDS/add" add
-compare "add 1 record, WAL postgres" 1 "$DIRECT$COLL/$ADDS/add" "$PROXY_PG$COLL/$ADDS/add" add
-compare "add 1 record, WAL postgres" 8 "$DIRECT$COLL/$ADDS/add" "$PROXY_PG$COLL/$ADDS/add" add
-echo
-echo "latencies in ms; ratio = proxy req/s / direct req/s; p50 add = proxy p50 - direct p50"
-echo "proxy RSS after the runs: $(( $(awk '/VmRSS/ { print $2 }' /proc/$PROXY_PID/status) / 1024 )) MB"
-echo
-echo "WAL append throughput (benches/wal_append.rs, group commit, ${DURATION}s per level):"
-cargo build --release --quiet --bench wal_append
-WAL_BENCH="$(ls -t target/release/deps/wal_append-* | grep -v '\.d$' | head -1)"
-DATABASE_URL="$WORK/append.sqlite" BENCH_DURATION="$DURATION" "$WAL_BENCH"
-DATABASE_URL="$PG_URL" BENCH_DURATION="$DURATION" "$WAL_BENCH"
+
+section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if section latency; then
+  echo
+  echo "| test                         |   c | direct/s  | proxy/s   | ratio | p50 dir | p50 pxy | p50 add | p99 dir | p99 pxy |"
+  echo "|------------------------------|-----|-----------|-----------|-------|---------|---------|---------|---------|---------|"
+  compare "GET /api/v2/heartbeat" 1 "$DIRECT/api/v2/heartbeat" "$PROXY/api/v2/heartbeat"
+  compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
+  compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
+  compare "add 1 record, WAL sqlite" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY$COLL/$ADDS/add" add
+  compare "add 1 record, WAL sqlite" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY$COLL/$ADDS/add" add
+  compare "add 1 record, WAL postgres" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
+  compare "add 1 record, WAL postgres" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
+  echo
+  echo "latencies in ms; ratio = proxy req/s / direct req/s; p50 add = proxy p50 - direct p50"
+  echo "proxy RSS after the runs: $(( $(awk '/VmRSS/ { print $2 }' /proc/$PROXY_PID/status) / 1024 )) MB"
+fi
+
+if section wal; then
+  echo
+  echo "WAL append throughput (benches/wal_append.rs, group commit, ${DURATION}s per level):"
+  cargo build --release --quiet --bench wal_append
+  WAL_BENCH="$(ls -t target/release/deps/wal_append-* | grep -v '\.d$' | head -1)"
+  DATABASE_URL="$WORK/append.sqlite" BENCH_DURATION="$DURATION" "$WAL_BENCH"
+  DATABASE_URL="$PG_URL" BENCH_DURATION="$DURATION" "$WAL_BENCH"
+fi
+
+# replica_lag: the replica's replication lag in /status, as "entries seconds".
+replica_lag() {
+  curl -sf "$PROXY/status" | python3 -c '
+import json, sys
+lag = next(i for i in json.load(sys.stdin)["instances"] if i["name"] == "replica")["replication_lag"]
+print(lag["entries"], lag["seconds"] or 0)'
+}
+
+if section catchup; then
+  echo
+  echo "Replication (proxy with SQLite WAL, adds of 1 record at c=8):"
+  : > "$WORK/lag"
+  (RUN="lag$RANDOM" wrk -t2 -c8 -d"${DURATION}s" -s scripts/bench/add.lua "$PROXY$COLL/$ADDS/add" > /dev/null) &
+  load=$!
+  while kill -0 "$load" 2>/dev/null; do replica_lag >> "$WORK/lag"; sleep 0.25; done
+  echo "steady-state replica lag under load: median $(cut -d' ' -f1 "$WORK/lag" | median) entries / $(cut -d' ' -f2 "$WORK/lag" | median) s, max $(cut -d' ' -f1 "$WORK/lag" | sort -g | tail -1) entries ($(wc -l < "$WORK/lag") samples)"
+
+  kill -9 "${pids[1]}"  # the replica of the SQLite proxy
+  writes() { curl -sf "$PROXY/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["writes"])'; }
+  target=$(( $(writes) + CATCHUP_WRITES ))
+  started=$(date +%s.%N)
+  (RUN="backlog$RANDOM" exec wrk -t2 -c8 -d3600s -s scripts/bench/add.lua "$PROXY$COLL/$ADDS/add" > /dev/null) &
+  load=$!
+  while [ "$(writes)" -lt "$target" ]; do sleep 0.5; done
+  kill "$load"; wait "$load" 2>/dev/null || true
+  ended=$(date +%s.%N)
+  echo "backlog: $(replica_lag | cut -d' ' -f1) entries written with the replica down, at $(python3 -c "print(round($CATCHUP_WRITES / ($ended - $started), 1))") adds/s through the proxy"
+  ANONYMIZED_TELEMETRY=False "$VENV/bin/chroma" run "$WORK/replica/config.yaml" >> "$WORK/replica/log" 2>&1 &
+  pids+=($!)
+  wait_http "$REPLICA/api/v2/heartbeat"
+  up=$(date +%s.%N)
+  until [ "$(replica_lag | cut -d' ' -f1)" = 0 ]; do sleep 0.05; done
+  caught=$(date +%s.%N)
+  replica_id=$(curl -sf "$REPLICA$COLL/adds" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  echo "catch-up: replica answered its heartbeat, then applied the backlog in $(python3 -c "print(round($caught - $up, 2))") s; records in the collection: primary $(curl -sf "$DIRECT$COLL/$ADDS/count"), replica $(curl -sf "$REPLICA$COLL/$replica_id/count")"
+fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a local stack: two Chroma servers (primary and replica) and chroma-ha in front of them,
+# Runs a local stack: two Chroma servers (primary and replica) and chroma-ha in front of them
+# (WAL in an embedded SQLite file),
 # with data and logs under .dev/. Prints the proxy URL; Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ done
 
 export ADMIN_TOKEN="${ADMIN_TOKEN:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 PRIMARY_URL="http://127.0.0.1:$PRIMARY_PORT" REPLICA_URL="http://127.0.0.1:$REPLICA_PORT" \
-  LISTEN_ADDR="$LISTEN_ADDR" RUST_LOG="${RUST_LOG:-info}" \
+  LISTEN_ADDR="$LISTEN_ADDR" RUST_LOG="${RUST_LOG:-info}" DATABASE_URL="${DATABASE_URL:-$DEV/chroma-ha-wal.sqlite}" \
   target/release/chroma-ha > >(tee "$DEV/proxy.log") 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do

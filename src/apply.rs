@@ -14,7 +14,7 @@ use crate::chroma::ids::{
     rewrite_collection_ids, rewrite_path,
 };
 use crate::chroma::routes::{Operation, Route};
-use crate::instance::InstanceId;
+use crate::instance::{InstanceId, InstanceSpec};
 
 /// A request ready for one instance.
 #[derive(Debug, Clone)]
@@ -153,6 +153,59 @@ pub async fn record_changes(
         done.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Maps a collection the proxy did not see created (it predates the proxy, or was created
+/// behind its back): the instance that knows `id` gives its name, every other instance its own
+/// id for that name. Canonical is `id`, the one clients already use. Instances without the
+/// collection stay unmapped (requests for it will not be sent there). Answers whether any
+/// instance has it; an error when an instance could not be asked.
+pub async fn discover(
+    client: &awc::Client,
+    specs: &[InstanceSpec],
+    route: &Route,
+    id: &str,
+    mapping: &Addr<MappingCacheActor>,
+) -> Result<bool, String> {
+    let Some((tenant, database)) = route.database.as_deref().and_then(|d| d.split_once('/')) else {
+        return Err("no database in the path".into());
+    };
+    let base = format!("/api/v2/tenants/{tenant}/databases/{database}/collections");
+    let get = |url: String| async move {
+        let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Ok(None);
+        }
+        response.json::<Value>().await.map(Some).map_err(|e| e.to_string())
+    };
+    let mut known = None;
+    for spec in specs {
+        if let Some(c) = get(format!("{}{base}/by-id/{id}", spec.url)).await? {
+            known = Some((spec.id, c["name"].as_str().unwrap_or_default().to_string()));
+            break;
+        }
+    }
+    let Some((owner, name)) = known else { return Ok(false) };
+    let mut changes = Vec::new();
+    for spec in specs {
+        let local = if spec.id == owner {
+            Some(id.to_string())
+        } else {
+            let found = get(format!("{}{base}/{name}", spec.url)).await?;
+            found.and_then(|c| c["id"].as_str().map(str::to_string))
+        };
+        if let Some(local) = local {
+            changes.push(Change::Record(Record {
+                canonical: CanonicalId(id.to_string()),
+                tenant: tenant.to_string(),
+                database: database.to_string(),
+                name: name.clone(),
+                instance: spec.id,
+                local: InstanceCollectionId(local),
+            }));
+        }
+    }
+    record_changes(changes, mapping).await.map(|()| true)
 }
 
 /// `answer` with every collection id of `instance` replaced by its canonical id.

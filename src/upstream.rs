@@ -83,6 +83,11 @@ impl Upstream {
         Self { client, timeout }
     }
 
+    /// The underlying client, for the proxy's own calls (collection discovery).
+    pub fn client(&self) -> &awc::Client {
+        &self.client
+    }
+
     /// Sends one request to the instance at `base_url` and reads the whole answer.
     pub async fn send(
         &self,

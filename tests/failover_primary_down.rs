@@ -51,7 +51,10 @@ fn primary_kill_during_load_fails_no_client_request() {
     assert!(on_replica > 0, "writes continued on the replica");
     let created_on_replica =
         replica.collection_names().iter().filter(|n| n.starts_with("load-")).count();
-    assert_eq!(created_on_replica, ITERATIONS, "every write reached the replica, answered or replayed");
+    assert_eq!(
+        created_on_replica, ITERATIONS,
+        "every write reached the replica, answered or replayed"
+    );
     eprintln!(
         "failover figures: failed client requests 0 of {}, /status showed the primary down {:.2}s \
          after kill -9, slowest client request {:.3}s, writes on replica {on_replica}",

@@ -15,9 +15,17 @@ fn deleting_a_protected_collection_is_refused() {
     let wal = WalBackend::sqlite();
     let db = wal.database_url();
     let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db)]);
-    assert_eq!(post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "global"})).status, 200);
-    assert_eq!(post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "scratch"})).status, 200);
-    wait_until("both collections on the replica", Duration::from_secs(10), || replica.collection_names().len() == 2);
+    assert_eq!(
+        post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "global"})).status,
+        200
+    );
+    assert_eq!(
+        post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "scratch"})).status,
+        200
+    );
+    wait_until("both collections on the replica", Duration::from_secs(10), || {
+        replica.collection_names().len() == 2
+    });
 
     let refused = request("DELETE", &format!("{}{DB}/collections/global", proxy.url()), None);
     assert_eq!(refused.status, 403, "{refused:?}");
@@ -26,8 +34,16 @@ fn deleting_a_protected_collection_is_refused() {
     assert!(proxy.log().contains("collection `global` is protected"));
 
     // An unprotected one is deleted everywhere.
-    assert_eq!(request("DELETE", &format!("{}{DB}/collections/scratch", proxy.url()), None).status, 200);
-    wait_until("scratch is gone from the replica", Duration::from_secs(10), || replica.collection_names() == ["global"]);
+    assert_eq!(
+        request("DELETE", &format!("{}{DB}/collections/scratch", proxy.url()), None).status,
+        200
+    );
+    wait_until("scratch is gone from the replica", Duration::from_secs(10), || {
+        replica.collection_names() == ["global"]
+    });
     assert_eq!(primary.collection_names(), ["global"]);
-    assert_eq!(wal.query("SELECT count(*) FROM wal_entries WHERE kind = 'delete_collection'"), ["1"]);
+    assert_eq!(
+        wal.query("SELECT count(*) FROM wal_entries WHERE kind = 'delete_collection'"),
+        ["1"]
+    );
 }

@@ -18,7 +18,12 @@ fn every_read_sees_the_write_before_it() {
     let proxy = Proxy::start(
         &primary,
         &[&replica],
-        &[("DATABASE_URL", &db), ("READ_REPLICA_RATIO", "1"), ("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "3")],
+        &[
+            ("DATABASE_URL", &db),
+            ("READ_REPLICA_RATIO", "1"),
+            ("CHECK_INTERVAL", "1"),
+            ("REQUEST_TIMEOUT", "3"),
+        ],
     );
     let created = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "ryw"}));
     let id = created.body["id"].as_str().unwrap().to_string();
@@ -34,7 +39,10 @@ fn every_read_sees_the_write_before_it() {
         }
         let key = format!("k{}", i % 20);
         let doc = format!("version {i}");
-        let write = post(&format!("{base}/upsert"), json!({"ids": [key], "embeddings": [[i as f32, 1.0]], "documents": [doc]}));
+        let write = post(
+            &format!("{base}/upsert"),
+            json!({"ids": [key], "embeddings": [[i as f32, 1.0]], "documents": [doc]}),
+        );
         assert_eq!(write.status, 200, "write {i}: {write:?}");
         if i % 10 == 0 && !(150..300).contains(&i) {
             // Now and then let replay catch up first, so the replica (preferred for reads)

@@ -6,7 +6,10 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical, wait_until};
+use support::{
+    Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result,
+    wait_identical, wait_until,
+};
 
 #[test]
 fn a_flapping_primary_loses_nothing() {
@@ -30,7 +33,9 @@ fn a_flapping_primary_loses_nothing() {
         wait_until("writes flow", Duration::from_secs(60), || writes() >= before + 30);
         primary.kill9();
         let during = writes();
-        wait_until("writes flow without the primary", Duration::from_secs(60), || writes() >= during + 30);
+        wait_until("writes flow without the primary", Duration::from_secs(60), || {
+            writes() >= during + 30
+        });
         primary.restart();
         eprintln!("flap {round}: primary back after {} writes", writes() - before);
     }

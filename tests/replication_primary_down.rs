@@ -32,7 +32,9 @@ fn primary_outage_is_invisible_and_healed(wal: WalBackend) {
     });
     primary.kill9();
     let writes_on_replica = || proxy.served("replica", "writes");
-    wait_until("writes continue on the replica", Duration::from_secs(60), || writes_on_replica() >= 40);
+    wait_until("writes continue on the replica", Duration::from_secs(60), || {
+        writes_on_replica() >= 40
+    });
     primary.restart();
     let result = python_result(&workload.wait_with_output().unwrap());
     assert_eq!(result["failures"].as_array().unwrap().len(), 0, "{}", result["failures"]);
@@ -48,7 +50,11 @@ fn primary_outage_is_invisible_and_healed(wal: WalBackend) {
     for (name, id) in result["collections"].as_object().unwrap() {
         let mapping = collections.iter().find(|c| &c["name"] == name).unwrap();
         assert_eq!(&mapping["canonical_id"], id, "{name}");
-        assert!(mapping["instances"]["primary"].is_string() && mapping["instances"]["replica"].is_string(), "{mapping}");
+        assert!(
+            mapping["instances"]["primary"].is_string()
+                && mapping["instances"]["replica"].is_string(),
+            "{mapping}"
+        );
         if mapping["instances"]["replica"] == *id && mapping["instances"]["primary"] != *id {
             created_during_outage += 1;
         }

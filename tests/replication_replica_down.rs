@@ -6,7 +6,10 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical, wait_until};
+use support::{
+    Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result,
+    wait_identical, wait_until,
+};
 
 #[test]
 fn replica_outage_is_caught_up() {
@@ -14,16 +17,21 @@ fn replica_outage_is_caught_up() {
     let mut replica = Chroma::start("replica");
     let wal = WalBackend::sqlite();
     let db = wal.database_url();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1")]);
+    let proxy =
+        Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1")]);
     let workload = python_command("workload.py", &[&proxy.url(), "rdown", "250"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the workload is under way", Duration::from_secs(60), || proxy.served("primary", "writes") >= 30);
+    wait_until("the workload is under way", Duration::from_secs(60), || {
+        proxy.served("primary", "writes") >= 30
+    });
     replica.kill9();
     let before = proxy.served("primary", "writes");
-    wait_until("writes go on without the replica", Duration::from_secs(60), || proxy.served("primary", "writes") >= before + 60);
+    wait_until("writes go on without the replica", Duration::from_secs(60), || {
+        proxy.served("primary", "writes") >= before + 60
+    });
     let backlog = proxy.instance_status("replica")["replication_lag"]["entries"].as_i64().unwrap();
     assert!(backlog > 0, "the replica owes the writes made while it was down");
     replica.restart();

@@ -22,8 +22,8 @@ use serde_json::{Map, Value};
 
 use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
 use super::mapping::MappingCacheActor;
-use crate::apply::{identity_changes, prepare, record_changes};
-use crate::chroma::ids::MappingTable;
+use crate::apply::{discover, identity_changes, prepare, record_changes};
+use crate::chroma::ids::{MappingTable, Translation};
 use crate::chroma::routes::{Operation, Route, classify};
 use crate::instance::{InstanceId, InstanceSpec};
 use crate::progress::{Progress, Scope};
@@ -379,6 +379,17 @@ impl LaneRun {
     async fn send(&self, batch: &Batch<'_>) -> Result<(), Refusal> {
         let first = &batch.entries[0].entry;
         let table = &self.parts.table;
+        if let Some(id) = batch.route.collection_id()
+            && table.to_instance(id, self.instance) == Translation::Unknown
+        {
+            let parts = &self.parts;
+            let found =
+                discover(&self.client, &parts.specs, &batch.route, id, &parts.mapping).await;
+            if found != Ok(true) {
+                let why = found.err().unwrap_or_else(|| "no instance has it".into());
+                return Err(Refusal::Rejected(format!("collection {id} is not mapped: {why}")));
+            }
+        }
         let prepared = prepare(&batch.route, &first.path, &batch.body, self.instance, table, true)
             .map_err(|e| Refusal::Rejected(e.to_string()))?;
         let method = Method::from_bytes(first.method.as_bytes()).unwrap_or(Method::POST);

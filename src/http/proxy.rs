@@ -15,6 +15,7 @@ use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::{Access, RouteRequest};
 use crate::apply::{self, NotOnInstance, Prepared, canonical_answer};
 use crate::chroma::headers::keep_response_header;
+use crate::chroma::ids::Translation;
 use crate::chroma::routes::{Route, classify};
 use crate::instance::InstanceId;
 use crate::progress::Scope;
@@ -35,6 +36,21 @@ pub async fn forward(
     bump(&stats.requests);
     let admitted = admit(&req, payload).await;
     let (route, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
+    if let Some(id) = route.collection_id()
+        && state.table.to_instance(id, InstanceId(0)) == Translation::Unknown
+    {
+        // First request for a collection created outside the proxy: learn its ids once.
+        let specs = state.specs();
+        let client = worker.upstream.client();
+        match apply::discover(client, &specs, &route, id, &state.mapping).await {
+            Ok(true) => {}
+            Ok(false) => {
+                bump(&stats.refused);
+                return Err(ApiError::NotFound(format!("collection {id} does not exist")));
+            }
+            Err(e) => warn!("collection {id} is not mapped ({e}); forwarding unchanged"),
+        }
+    }
     match route.op.access() {
         Access::Read => {
             bump(&stats.reads);

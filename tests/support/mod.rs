@@ -618,7 +618,9 @@ pub fn wait_identical(instances: &[&Chroma], timeout: Duration) -> Value {
                 .filter(|k| prints[0].get(*k) != prints[1].get(*k))
                 .cloned()
                 .collect();
-            panic!("instances {names:?} still differ after {timeout:?}; collections differing: {diff:?}; last: {last}");
+            panic!(
+                "instances {names:?} still differ after {timeout:?}; collections differing: {diff:?}; last: {last}"
+            );
         }
         last = prints[0].clone();
         std::thread::sleep(Duration::from_millis(300));
@@ -629,7 +631,8 @@ pub fn wait_identical(instances: &[&Chroma], timeout: Duration) -> Value {
 /// those named with `prefix`) and, in each, exactly the expected record ids.
 pub fn assert_matches_oracle(print: &Value, workload: &Value, prefix: &str) {
     let expected = workload["expected"].as_object().unwrap();
-    let present: Vec<&String> = print.as_object().unwrap().keys().filter(|k| k.starts_with(prefix)).collect();
+    let present: Vec<&String> =
+        print.as_object().unwrap().keys().filter(|k| k.starts_with(prefix)).collect();
     let mut wanted: Vec<&String> = expected.keys().collect();
     wanted.sort();
     assert_eq!(present, wanted, "collections on the instances vs the oracle");
