@@ -31,16 +31,19 @@ fn main() -> ExitCode {
         Err(errors) => return config_errors(errors),
     };
     info!("chroma-ha {} starting: {config}", env!("CARGO_PKG_VERSION"));
-    match actix_web::rt::System::new().block_on(chroma_ha::http::serve(&config)) {
+    let code = match actix_web::rt::System::new().block_on(chroma_ha::http::serve(&config)) {
         Ok(()) => {
             info!("shutdown complete");
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             error!("{e}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit now: requests are drained and the WAL committed; dropping the runtime would wait for
+    // blocking tasks still retrying an unreachable WAL store.
+    std::process::exit(code)
 }
 
 /// One line per bad setting, then exit status 2.

@@ -101,11 +101,6 @@ impl Progress {
         self.with(|owed| scopes.iter().all(|s| owed[instance.0].get(s).is_none_or(|n| *n <= 0)))
     }
 
-    /// Writes `instance` still owes, over all scopes.
-    pub fn backlog(&self, instance: InstanceId) -> i64 {
-        self.with(|owed| owed[instance.0].values().filter(|n| **n > 0).sum())
-    }
-
     /// Every instance's backlog, in order.
     pub fn backlogs(&self) -> Vec<i64> {
         self.with(|owed| owed.iter().map(|m| m.values().filter(|n| **n > 0).sum()).collect())
@@ -133,12 +128,6 @@ impl Progress {
                 actix_web::rt::time::timeout(left.min(Duration::from_millis(50)), settled).await;
         }
     }
-
-    /// Forgets everything `instance` owes (its log entries were dropped).
-    pub fn clear(&self, instance: InstanceId) {
-        self.with(|owed| owed[instance.0].clear());
-        self.settled.notify_waiters();
-    }
 }
 
 #[cfg(test)]
@@ -157,7 +146,7 @@ mod tests {
         assert_eq!(p.backlogs(), vec![0, 1]);
         p.settle(InstanceId(1), &c, 1);
         assert!(p.is_current(InstanceId(1), &[c]));
-        assert_eq!(p.backlog(InstanceId(1)), 0);
+        assert_eq!(p.backlogs()[1], 0);
     }
 
     #[test]
@@ -167,7 +156,7 @@ mod tests {
         p.settle(InstanceId(1), &c, 1);
         p.owe(InstanceId(1), &c, 1);
         assert!(p.is_current(InstanceId(1), &[c]));
-        assert_eq!(p.backlog(InstanceId(1)), 0);
+        assert_eq!(p.backlogs()[1], 0);
     }
 
     #[test]

@@ -6,15 +6,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Chroma, DB, Proxy, WalBackend, post, request, wait_until};
+use support::{DB, Stack, WalBackend, post, request, wait_until};
 
 #[test]
 fn deleting_a_protected_collection_is_refused() {
-    let primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db)]);
+    let Stack { proxy, primary, replica, wal } = Stack::start(WalBackend::sqlite(), &[]);
     assert_eq!(
         post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "global"})).status,
         200

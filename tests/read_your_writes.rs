@@ -7,23 +7,13 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Chroma, DB, Proxy, WalBackend, post, wait_identical, wait_until};
+use support::{DB, Stack, WalBackend, post, wait_identical, wait_until};
 
 #[test]
 fn every_read_sees_the_write_before_it() {
-    let primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica],
-        &[
-            ("DATABASE_URL", &db),
-            ("READ_REPLICA_RATIO", "1"),
-            ("CHECK_INTERVAL", "1"),
-            ("REQUEST_TIMEOUT", "3"),
-        ],
+    let Stack { proxy, primary, replica, wal: _wal } = Stack::start(
+        WalBackend::sqlite(),
+        &[("READ_REPLICA_RATIO", "1"), ("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "3")],
     );
     let created = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "ryw"}));
     let id = created.body["id"].as_str().unwrap().to_string();

@@ -8,11 +8,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Chroma, DB, Proxy, WalBackend, get, post, try_request, wait_identical, wait_until};
+use support::{DB, Stack, WalBackend, get, post, try_request, wait_identical, wait_until};
 
 const TOKEN: &str = "replay-admin";
 
-fn admin(proxy: &Proxy, method: &str, path: &str, body: Option<Value>) -> support::Answer {
+fn admin(proxy: &support::Proxy, method: &str, path: &str, body: Option<Value>) -> support::Answer {
     let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
     let auth = format!("Bearer {TOKEN}");
     try_request(
@@ -26,15 +26,8 @@ fn admin(proxy: &Proxy, method: &str, path: &str, body: Option<Value>) -> suppor
 
 #[test]
 fn failed_replays_are_listed_and_retried() {
-    let primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica],
-        &[("DATABASE_URL", &db), ("ADMIN_TOKEN", TOKEN), ("MAX_REPLAY_RETRIES", "2")],
-    );
+    let Stack { proxy, primary, replica, wal: _wal } =
+        Stack::start(WalBackend::sqlite(), &[("ADMIN_TOKEN", TOKEN), ("MAX_REPLAY_RETRIES", "2")]);
     let created = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "repair"}));
     let canonical = created.body["id"].as_str().unwrap().to_string();
     wait_until("the collection reached the replica", Duration::from_secs(10), || {

@@ -7,21 +7,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result,
-    wait_identical, wait_until,
+    Stack, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical,
+    wait_until,
 };
 
 #[test]
 fn a_flapping_primary_loses_nothing() {
-    let mut primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica],
-        &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "5")],
-    );
+    let Stack { proxy, mut primary, replica, wal: _wal } =
+        Stack::start(WalBackend::sqlite(), &[("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "5")]);
     let workload = python_command("workload.py", &[&proxy.url(), "flap", "450"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

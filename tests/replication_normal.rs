@@ -7,19 +7,12 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    Chroma, Proxy, WalBackend, assert_matches_oracle, python, python_result, wait_identical,
-    wait_until,
+    Stack, WalBackend, assert_matches_oracle, python, python_result, wait_identical, wait_until,
 };
 
 fn mixed_workload_leaves_every_instance_identical(wal: WalBackend) {
-    let primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let db = wal.database_url();
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica],
-        &[("DATABASE_URL", &db), ("READ_REPLICA_RATIO", "0.8")],
-    );
+    let Stack { proxy, primary, replica, wal: _wal } =
+        Stack::start(wal, &[("READ_REPLICA_RATIO", "0.8")]);
 
     let result = python_result(&python("workload.py", &[&proxy.url(), "mix", "150"]));
     assert_eq!(result["failures"].as_array().unwrap().len(), 0, "{}", result["failures"]);

@@ -7,18 +7,14 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Chroma, DB, Proxy, WalBackend, post, wait_identical};
+use support::{DB, Stack, WalBackend, post, wait_identical};
 
 const THREADS: usize = 4;
 const ROUNDS: usize = 25;
 
 #[test]
 fn conflicting_concurrent_writes_end_identical() {
-    let primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db)]);
+    let Stack { proxy, primary, replica, wal: _wal } = Stack::start(WalBackend::sqlite(), &[]);
     let created = post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "order"}));
     let id = created.body["id"].as_str().unwrap().to_string();
     let base = format!("{}{DB}/collections/{id}", proxy.url());

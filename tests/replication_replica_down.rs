@@ -7,18 +7,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    Chroma, Proxy, WalBackend, assert_matches_oracle, python_command, python_result,
-    wait_identical, wait_until,
+    Stack, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical,
+    wait_until,
 };
 
 #[test]
 fn replica_outage_is_caught_up() {
-    let primary = Chroma::start("primary");
-    let mut replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy =
-        Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1")]);
+    let Stack { proxy, primary, mut replica, wal: _wal } =
+        Stack::start(WalBackend::sqlite(), &[("CHECK_INTERVAL", "1")]);
     let workload = python_command("workload.py", &[&proxy.url(), "rdown", "250"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Chroma, Proxy, WalBackend, get, post, request, wait_until};
+use support::{Chroma, Stack, WalBackend, get, post, request, wait_until};
 
 fn databases(instance: &Chroma, tenant: &str) -> Vec<String> {
     let answer = get(&format!("{}/api/v2/tenants/{tenant}/databases", instance.url()));
@@ -18,7 +18,10 @@ fn databases(instance: &Chroma, tenant: &str) -> Vec<String> {
 }
 
 fn collections(instance: &Chroma, tenant: &str, database: &str) -> Vec<String> {
-    let answer = get(&format!("{}/api/v2/tenants/{tenant}/databases/{database}/collections", instance.url()));
+    let answer = get(&format!(
+        "{}/api/v2/tenants/{tenant}/databases/{database}/collections",
+        instance.url()
+    ));
     let mut names: Vec<String> = answer.body.as_array().map_or(Vec::new(), |a| {
         a.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
     });
@@ -28,23 +31,34 @@ fn collections(instance: &Chroma, tenant: &str, database: &str) -> Vec<String> {
 
 #[test]
 fn tenants_databases_renames_and_reset_replicate() {
-    let primary = Chroma::start("primary");
-    let replica = Chroma::start("replica");
-    let wal = WalBackend::sqlite();
-    let db = wal.database_url();
-    let proxy = Proxy::start(&primary, &[&replica], &[("DATABASE_URL", &db)]);
+    let Stack { proxy, primary, replica, wal: _wal } = Stack::start(WalBackend::sqlite(), &[]);
     let url = proxy.url();
 
     assert_eq!(post(&format!("{url}/api/v2/tenants"), json!({"name": "acme"})).status, 200);
-    assert_eq!(post(&format!("{url}/api/v2/tenants/acme/databases"), json!({"name": "sales"})).status, 200);
-    let created = post(&format!("{url}/api/v2/tenants/acme/databases/sales/collections"), json!({"name": "leads"}));
+    assert_eq!(
+        post(&format!("{url}/api/v2/tenants/acme/databases"), json!({"name": "sales"})).status,
+        200
+    );
+    let created = post(
+        &format!("{url}/api/v2/tenants/acme/databases/sales/collections"),
+        json!({"name": "leads"}),
+    );
     assert_eq!(created.status, 200, "{created:?}");
     let id = created.body["id"].as_str().unwrap().to_string();
-    let renamed = request("PUT", &format!("{url}/api/v2/tenants/acme/databases/sales/collections/{id}"), Some(json!({"new_name": "prospects"})));
+    let renamed = request(
+        "PUT",
+        &format!("{url}/api/v2/tenants/acme/databases/sales/collections/{id}"),
+        Some(json!({"new_name": "prospects"})),
+    );
     assert_eq!(renamed.status, 200, "{renamed:?}");
-    wait_until("tenant, database and renamed collection on the replica", Duration::from_secs(10), || {
-        databases(&replica, "acme") == ["sales"] && collections(&replica, "acme", "sales") == ["prospects"]
-    });
+    wait_until(
+        "tenant, database and renamed collection on the replica",
+        Duration::from_secs(10),
+        || {
+            databases(&replica, "acme") == ["sales"]
+                && collections(&replica, "acme", "sales") == ["prospects"]
+        },
+    );
     assert_eq!(collections(&primary, "acme", "sales"), ["prospects"]);
     // The renamed collection is found by its new name, with the id the client got.
     let by_name = get(&format!("{url}/api/v2/tenants/acme/databases/sales/collections/prospects"));
@@ -57,6 +71,9 @@ fn tenants_databases_renames_and_reset_replicate() {
     });
     assert!(collections(&primary, "acme", "sales").is_empty());
     wait_until("mappings cleared", Duration::from_secs(10), || {
-        get(&format!("{url}/collection/mappings")).body["collections"].as_array().unwrap().is_empty()
+        get(&format!("{url}/collection/mappings")).body["collections"]
+            .as_array()
+            .unwrap()
+            .is_empty()
     });
 }

@@ -640,3 +640,26 @@ pub fn assert_matches_oracle(print: &Value, workload: &Value, prefix: &str) {
         assert_eq!(&print[name]["ids"], ids, "records of {name}: lost or resurrected ids");
     }
 }
+
+/// A primary, a replica, a WAL store and the proxy in front of them (dropped proxy first).
+/// Bind every field when destructuring (`wal: _wal`, not `..`): a field left out is dropped at
+/// once, and dropping the WAL store stops its PostgreSQL.
+pub struct Stack {
+    pub proxy: Proxy,
+    pub primary: Chroma,
+    pub replica: Chroma,
+    pub wal: WalBackend,
+}
+
+impl Stack {
+    /// Starts both instances and the proxy on `wal` with these extra settings.
+    pub fn start(wal: WalBackend, settings: &[(&str, &str)]) -> Self {
+        let primary = Chroma::start("primary");
+        let replica = Chroma::start("replica");
+        let db = wal.database_url();
+        let mut all = vec![("DATABASE_URL", db.as_str())];
+        all.extend_from_slice(settings);
+        let proxy = Proxy::start(&primary, &[&replica], &all);
+        Self { proxy, primary, replica, wal }
+    }
+}
