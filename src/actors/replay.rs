@@ -383,11 +383,13 @@ impl LaneRun {
             && table.to_instance(id, self.instance) == Translation::Unknown
         {
             let parts = &self.parts;
-            let found =
-                discover(&self.client, &parts.specs, &batch.route, id, &parts.mapping).await;
-            if found != Ok(true) {
-                let why = found.err().unwrap_or_else(|| "no instance has it".into());
-                return Err(Refusal::Rejected(format!("collection {id} is not mapped: {why}")));
+            match discover(&self.client, &parts.specs, &batch.route, id, &parts.mapping).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Refusal::Rejected(format!("no instance has collection {id}")));
+                }
+                // An instance could not be asked: not this entry's fault.
+                Err(e) => return Err(Refusal::Down(format!("mapping collection {id}: {e}"))),
             }
         }
         let prepared = prepare(&batch.route, &first.path, &batch.body, self.instance, table, true)
