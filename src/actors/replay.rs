@@ -440,8 +440,7 @@ fn single(p: &PendingEntry) -> Batch<'_> {
     let method = Method::from_bytes(p.entry.method.as_bytes()).unwrap_or(Method::POST);
     let path = p.entry.path.split('?').next().unwrap_or_default();
     // An entry whose route this version no longer knows is sent as it was logged.
-    let route = classify(&method, path)
-        .unwrap_or_else(|_| classify(&Method::GET, "/api/v2").unwrap_or_else(|_| unreachable!()));
+    let route = classify(&method, path).unwrap_or_else(|_| Route::new(Operation::Read));
     Batch { entries: vec![p], route, body: Bytes::from(p.entry.body.clone()) }
 }
 

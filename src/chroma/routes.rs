@@ -88,7 +88,8 @@ pub struct Route {
 }
 
 impl Route {
-    fn new(op: Operation) -> Self {
+    /// A route doing `op`, with no collection or database in its path.
+    pub fn new(op: Operation) -> Self {
         Self { op, collection: None, database: None, returns_collections: false }
     }
 
