@@ -147,6 +147,17 @@ impl Supervised for WalWriterActor {
     }
 }
 
+/// The answer of the commit a message joined; a writer that restarted meanwhile dropped it.
+fn after_commit<T: 'static>(
+    answer: oneshot::Receiver<Result<T, WalError>>,
+) -> ResponseFuture<Result<T, WalError>> {
+    Box::pin(async move {
+        answer
+            .await
+            .unwrap_or_else(|_| Err(WalError::Unavailable("the WAL writer restarted".into())))
+    })
+}
+
 impl Handler<Append> for WalWriterActor {
     type Result = ResponseFuture<Result<Appended, WalError>>;
 
@@ -154,11 +165,7 @@ impl Handler<Append> for WalWriterActor {
         let (waiter, answer) = oneshot::channel();
         self.appends.push((msg.0, waiter));
         self.schedule(ctx);
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(WalError::Unavailable("the WAL writer restarted".into())))
-        })
+        after_commit(answer)
     }
 }
 
@@ -169,11 +176,7 @@ impl Handler<Resolve> for WalWriterActor {
         let (waiter, answer) = oneshot::channel();
         self.resolutions.push((msg.0, Some(waiter)));
         self.schedule(ctx);
-        Box::pin(async move {
-            answer
-                .await
-                .unwrap_or_else(|_| Err(WalError::Unavailable("the WAL writer restarted".into())))
-        })
+        after_commit(answer)
     }
 }
 
