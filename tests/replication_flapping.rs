@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    Stack, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical,
+    Stack, WalBackend, assert_matches_oracle, python_result, spawn_workload, wait_identical,
     wait_until,
 };
 
@@ -15,11 +14,7 @@ use support::{
 fn a_flapping_primary_loses_nothing() {
     let Stack { proxy, mut primary, replica, wal: _wal } =
         Stack::start(WalBackend::sqlite(), &[("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "5")]);
-    let workload = python_command("workload.py", &[&proxy.url(), "flap", "450"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let workload = spawn_workload(&proxy, "flap", 450);
     let writes = || proxy.served("primary", "writes") + proxy.served("replica", "writes");
     for round in 0..3 {
         let before = writes();

@@ -5,11 +5,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    Chroma, Proxy, WalBackend, assert_matches_oracle, get, python_command, python_result,
+    Chroma, Proxy, WalBackend, assert_matches_oracle, get, python_result, spawn_workload,
     wait_identical, wait_until,
 };
 
@@ -22,11 +21,7 @@ fn primary_outage_is_invisible_and_healed(wal: WalBackend) {
         &[&replica],
         &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "1"), ("REQUEST_TIMEOUT", "5")],
     );
-    let workload = python_command("workload.py", &[&proxy.url(), "outage", "300"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let workload = spawn_workload(&proxy, "outage", 300);
     wait_until("the workload is under way", Duration::from_secs(60), || {
         proxy.served("primary", "writes") >= 40
     });

@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    Stack, WalBackend, assert_matches_oracle, python_command, python_result, wait_identical,
+    Stack, WalBackend, assert_matches_oracle, python_result, spawn_workload, wait_identical,
     wait_until,
 };
 
@@ -15,11 +14,7 @@ use support::{
 fn replica_outage_is_caught_up() {
     let Stack { proxy, primary, mut replica, wal: _wal } =
         Stack::start(WalBackend::sqlite(), &[("CHECK_INTERVAL", "1")]);
-    let workload = python_command("workload.py", &[&proxy.url(), "rdown", "250"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let workload = spawn_workload(&proxy, "rdown", 250);
     wait_until("the workload is under way", Duration::from_secs(60), || {
         proxy.served("primary", "writes") >= 30
     });

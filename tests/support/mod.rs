@@ -373,6 +373,16 @@ pub fn python_command(script: &str, args: &[&str]) -> Command {
     command
 }
 
+/// Starts tests/py/workload.py in the background: `iterations` mixed writes through `proxy`
+/// under collection names starting with `prefix`; finish it with [`python_result`].
+pub fn spawn_workload(proxy: &Proxy, prefix: &str, iterations: usize) -> Child {
+    python_command("workload.py", &[&proxy.url(), prefix, &iterations.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the workload")
+}
+
 /// Parses the last stdout line of a Python script as JSON, panicking with its stderr if it failed.
 pub fn python_result(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
