@@ -169,7 +169,8 @@ impl Chroma {
         self.child.as_ref().expect("server is running").id()
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server again on the same port and data, after [`Chroma::kill9`].
+    pub fn spawn(&mut self) {
         let log = File::options().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(venv().join("bin/chroma"))
             .arg("run")
@@ -245,6 +246,7 @@ impl Drop for Chroma {
 pub struct Proxy {
     pub port: u16,
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -264,25 +266,51 @@ impl Proxy {
     /// Starts the proxy with exactly this environment (plus LISTEN_ADDR and RUST_LOG).
     pub fn start_with_env(env: &[(String, String)]) -> Self {
         let dir = tempfile::Builder::new().prefix("chroma-ha-proxy-").tempdir().unwrap();
-        let port = free_port();
-        let log = File::create(dir.path().join("proxy.log")).unwrap();
+        let mut proxy = Self { port: free_port(), dir, env: env.to_vec(), child: None };
+        proxy.spawn();
+        proxy
+    }
+
+    /// Starts the process (again, after [`Proxy::kill9`]) on the same port, environment and
+    /// WAL store, and waits until it answers `/health`.
+    pub fn spawn(&mut self) {
+        let log = File::options().create(true).append(true).open(self.dir.path().join("proxy.log"));
+        let log = log.unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
             .env_clear()
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.port))
             .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("spawn chroma-ha");
-        let proxy = Self { port, dir, child: Some(child) };
-        let url = format!("{}/health", proxy.url());
+        self.child = Some(child);
+        let url = format!("{}/health", self.url());
         wait_until("proxy /health", Duration::from_secs(30), || {
             try_request("GET", &url, &[], None).is_ok()
         });
-        proxy
+    }
+
+    /// `kill -9`, and reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes the proxy: it keeps its sockets but answers nothing.
+    pub fn sigstop(&self) {
+        signal(self.pid(), libc::SIGSTOP);
+    }
+
+    /// Thaws a frozen proxy.
+    pub fn sigcont(&self) {
+        signal(self.pid(), libc::SIGCONT);
     }
 
     pub fn url(&self) -> String {
@@ -350,10 +378,7 @@ impl Drop for Proxy {
                 log_tail(&self.dir.path().join("proxy.log"), 40)
             );
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill9();
     }
 }
 
@@ -499,7 +524,17 @@ impl Postgres {
 
     /// `pg_ctl stop -m fast`: the server closes every connection and exits.
     pub fn stop(&mut self) {
-        let out = self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+        self.stop_with("fast");
+    }
+
+    /// `pg_ctl stop -m immediate`: every server process quits at once, as in a crash; the next
+    /// start runs crash recovery.
+    pub fn crash(&mut self) {
+        self.stop_with("immediate");
+    }
+
+    fn stop_with(&mut self, mode: &str) {
+        let out = self.pg_ctl(&["-w", "-m", mode, "stop"]);
         assert!(
             out.status.success(),
             "pg_ctl stop failed: {}",
