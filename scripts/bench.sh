@@ -5,91 +5,25 @@
 #
 #   scripts/bench.sh                          # all sections
 #   BENCH_RUNS=5 BENCH_DURATION=10 scripts/bench.sh
-#   BENCH_SECTIONS="catchup" scripts/bench.sh   # only some: latency wal catchup
+#   BENCH_SECTIONS="catchup" scripts/bench.sh   # only some: latency wal catchup failover
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${BENCH_RUNS:-3}"
-SECTIONS="${BENCH_SECTIONS:-latency wal catchup}"
+SECTIONS="${BENCH_SECTIONS:-latency wal catchup failover}"
 CATCHUP_WRITES="${BENCH_CATCHUP_WRITES:-10000}"
 DURATION="${BENCH_DURATION:-5}"
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-VENV="$(scripts/setup-venv.sh)"
-cargo build --release --quiet
-WORK="$(mktemp -d /tmp/chroma-ha-bench.XXXXXX)"
-chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its directory
-pids=()
-PG_CTL=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ ${#PG_CTL[@]} -gt 0 ] && "${PG_CTL[@]}" -m immediate stop > /dev/null 2>&1
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-  for _ in $(seq 1 300); do
-    curl -sf "$1" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "bench: $1 did not come up" >&2
-  exit 1
-}
-
-# start_chroma NAME: starts a Chroma server, sets $PORT.
-start_chroma() {
-  PORT="$(free_port)"
-  mkdir -p "$WORK/$1"
-  printf 'port: %s\nlisten_address: "127.0.0.1"\npersist_path: "%s"\nallow_reset: true\n' \
-    "$PORT" "$WORK/$1/data" > "$WORK/$1/config.yaml"
-  ANONYMIZED_TELEMETRY=False "$VENV/bin/chroma" run "$WORK/$1/config.yaml" > "$WORK/$1/log" 2>&1 &
-  pids+=($!)
-  wait_http "http://127.0.0.1:$PORT/api/v2/heartbeat"
-}
-
-# start_postgres: initdb + pg_ctl in $WORK on a free port, sets $PG_URL.
-start_postgres() {
-  local bin port
-  bin="$(dirname "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | tail -1)")"
-  port="$(free_port)"
-  mkdir -p "$WORK/pg"
-  local as=()
-  [ "$(id -u)" = 0 ] && { chown postgres "$WORK/pg"; as=(runuser -u postgres --); }
-  "${as[@]}" "$bin/initdb" -A trust -U postgres --no-sync -D "$WORK/pg/data" > /dev/null
-  "${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
-    -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1" start > /dev/null
-  PG_CTL=("${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data")
-  PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
-}
-
-# start_proxy NAME VAR=VALUE...: starts the release proxy with these settings in $WORK/NAME,
-# sets $PROXY and $PROXY_PID.
-start_proxy() {
-  local port name=$1
-  shift
-  port="$(free_port)"
-  mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && exec env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn "$OLDPWD/target/release/chroma-ha") > "$WORK/$name/log" 2>&1 &
-  PROXY_PID=$!
-  pids+=($PROXY_PID)
-  PROXY="http://127.0.0.1:$port"
-  wait_http "$PROXY/health"
-}
+source scripts/bench/stack.sh
 
 # wrk_once URL CONNS [BODY_FILE | add]: prints "req/s p50_ms p99_ms".
 wrk_once() {
-  local url=$1 conns=$2 body=${3:-} script=()
+  local url=$1 conns=$2 body=${3:-} script=() share=0
   case "$body" in
     "") ;;
-    add) script=(-s scripts/bench/add.lua) ;;
-    *) script=(-s scripts/bench/post.lua) ;;
+    add) script=(-s scripts/bench/load.lua) share=1 ;;
+    *) script=(-s scripts/bench/load.lua) ;;
   esac
-  RUN="r$RANDOM$RANDOM" BODY_FILE="$body" wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${DURATION}s" --latency "${script[@]}" "$url" |
+  RUN="r$RANDOM$RANDOM" QUERY_FILE="$body" WRITE_SHARE=$share wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${DURATION}s" --latency "${script[@]}" "$url" |
     awk '
       function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
       /Requests\/sec/ { rps = $2 }
@@ -139,6 +73,7 @@ until curl -sf "$REPLICA$COLL/bench" >/dev/null && [ "$(curl -sf "$PROXY/status"
 echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, runs=$RUNS x ${DURATION}s, wrk"
 
 section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+echo "proxy RSS at rest: $(rss_mb "$PROXY_PID") MB"
 
 if section latency; then
   echo
@@ -153,7 +88,7 @@ if section latency; then
   compare "add 1 record, WAL postgres" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
   echo
   echo "latencies in ms; ratio = proxy req/s / direct req/s; p50 add = proxy p50 - direct p50"
-  echo "proxy RSS after the runs: $(( $(awk '/VmRSS/ { print $2 }' /proc/$PROXY_PID/status) / 1024 )) MB"
+  echo "proxy RSS after the runs: $(rss_mb "$PROXY_PID") MB"
 fi
 
 if section wal; then
@@ -177,7 +112,7 @@ if section catchup; then
   echo
   echo "Replication (proxy with SQLite WAL, adds of 1 record at c=8):"
   : > "$WORK/lag"
-  (RUN="lag$RANDOM" wrk -t2 -c8 -d"${DURATION}s" -s scripts/bench/add.lua "$PROXY$COLL/$ADDS/add" > /dev/null) &
+  (RUN="lag$RANDOM" WRITE_SHARE=1 wrk -t2 -c8 -d"${DURATION}s" -s scripts/bench/load.lua "$PROXY$COLL/$ADDS/add" > /dev/null) &
   load=$!
   while kill -0 "$load" 2>/dev/null; do replica_lag >> "$WORK/lag"; sleep 0.25; done
   echo "steady-state replica lag under load: median $(cut -d' ' -f1 "$WORK/lag" | median) entries / $(cut -d' ' -f2 "$WORK/lag" | median) s, max $(cut -d' ' -f1 "$WORK/lag" | sort -g | tail -1) entries ($(wc -l < "$WORK/lag") samples)"
@@ -186,7 +121,7 @@ if section catchup; then
   writes() { curl -sf "$PROXY/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stats"]["writes"])'; }
   target=$(( $(writes) + CATCHUP_WRITES ))
   started=$(date +%s.%N)
-  (RUN="backlog$RANDOM" exec wrk -t2 -c8 -d3600s -s scripts/bench/add.lua "$PROXY$COLL/$ADDS/add" > /dev/null) &
+  (RUN="backlog$RANDOM" WRITE_SHARE=1 exec wrk -t2 -c8 -d3600s -s scripts/bench/load.lua "$PROXY$COLL/$ADDS/add" > /dev/null) &
   load=$!
   while [ "$(writes)" -lt "$target" ]; do sleep 0.5; done
   kill "$load"; wait "$load" 2>/dev/null || true
@@ -200,4 +135,24 @@ if section catchup; then
   caught=$(date +%s.%N)
   replica_id=$(curl -sf "$REPLICA$COLL/adds" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   echo "catch-up: replica answered its heartbeat, then applied the backlog in $(python3 -c "print(round($caught - $up, 2))") s; records in the collection: primary $(curl -sf "$DIRECT$COLL/$ADDS/count"), replica $(curl -sf "$REPLICA$COLL/$replica_id/count")"
+fi
+
+if section failover; then
+  echo
+  echo "Failover (proxy with SQLite WAL, c=8, half queries, half adds, 12 s; primary kill -9 at 4 s):"
+  (RUN="failover$RANDOM" WRITE_SHARE=0.5 QUERY_FILE="$WORK/query.json" QUERY_PATH="$COLL/$ID/query" \
+    ADD_PATH="$COLL/$ADDS/add" exec wrk -t2 -c8 -d12s --latency -s scripts/bench/load.lua "$PROXY" \
+    > "$WORK/failover.wrk") &
+  load=$!
+  sleep 2
+  under_load=$(rss_mb "$PROXY_PID")
+  sleep 2
+  kill -9 "${pids[0]}"  # the primary
+  wait "$load"
+  awk -v rss="$under_load" '
+    /requests in/ { requests = $1 }
+    $1 == "Latency" && NF == 5 { max = $4 }
+    /Non-2xx/ { bad = $NF }
+    /Socket errors/ { errors = $0 }
+    END { printf "requests: %d, failed (non-2xx): %d, socket errors: %s, longest request: %s; proxy RSS under load: %s MB\n", requests, bad, errors ? errors : "none", max, rss }' "$WORK/failover.wrk"
 fi

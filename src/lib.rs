@@ -24,7 +24,7 @@
 //! - [`chroma::ids`]: canonical collection ids and their translation.
 //! - [`apply`]: one logged write as one instance must receive it, and what its answer implies.
 //! - [`progress`]: what each instance still owes, for read-your-writes routing.
-//! - [`ordering`]: writes to one scope pass through the proxy one at a time.
+//! - [`ordering`]: writes that do not commute pass through the proxy one at a time.
 
 pub mod actors;
 pub mod apply;

@@ -25,7 +25,7 @@ use crate::actors::wal_writer::{Drain, WalWriterActor};
 use crate::chroma::ids::MappingTable;
 use crate::config::Config;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
-use crate::ordering::ScopeLocks;
+use crate::ordering::WriteOrder;
 use crate::progress::{Progress, Scope};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
@@ -77,7 +77,7 @@ pub struct AppState {
     /// Replay figures for status.
     pub replay_counters: Arc<ReplayCounters>,
     /// One writer per scope at a time.
-    pub locks: ScopeLocks,
+    pub order: WriteOrder,
     /// Collection names that cannot be deleted through the proxy.
     pub protected_collections: Vec<String>,
     /// Longest wait for one upstream answer, or for a target to catch up.
@@ -212,7 +212,7 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         mapping,
         replay,
         replay_counters,
-        locks: ScopeLocks::default(),
+        order: WriteOrder::default(),
         protected_collections: config.protected_collections.clone(),
         request_timeout: config.request_timeout,
     });

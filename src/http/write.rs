@@ -19,6 +19,7 @@ use crate::actors::router::Access;
 use crate::actors::wal_writer::{Append, Resolve};
 use crate::apply::{self, canonical_answer, identity_changes, record_changes};
 use crate::chroma::routes::{Operation, Route};
+use crate::ordering::Claim;
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
 use crate::wal::store::Appended;
 
@@ -40,8 +41,9 @@ pub async fn write(
     refuse_protected(req, route, state)?;
     let key = idempotency_key(req)?;
     let scope = route.write_scope();
-    // One write per scope at a time: the log's order is the order on every instance.
-    let _turn = state.locks.lock(&scope).await;
+    // Writes that do not commute run one at a time: the log's order is their order on every
+    // instance.
+    let _turn = state.order.turn(&scope, Claim::of(route, &body)).await;
     let path = path_and_query(req);
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let record = WriteRecord {

@@ -1,0 +1,37 @@
+//! The route classifier on any method and path: it never panics, and what it extracts is
+//! really in the path (a collection id it reports is a UUID segment of the path, a database is
+//! `tenant/database` from the path), and only non-GET requests are writes.
+#![no_main]
+
+use actix_web::http::Method;
+use chroma_ha::chroma::routes::{classify, is_collection_id};
+use chroma_ha::progress::Scope;
+use libfuzzer_sys::fuzz_target;
+
+const METHODS: [&str; 8] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "FOO"];
+
+fuzz_target!(|input: (u8, &str)| {
+    let (m, path) = input;
+    let method = Method::from_bytes(METHODS[m as usize % METHODS.len()].as_bytes()).unwrap();
+    let Ok(route) = classify(&method, path) else { return };
+    let segments: Vec<&str> = path.split('/').collect();
+    if let Some(collection) = &route.collection {
+        assert!(segments.contains(&collection.as_str()), "{collection} not in {path}");
+    }
+    if let Some(id) = route.collection_id() {
+        assert!(is_collection_id(id));
+    }
+    if let Some(database) = &route.database {
+        let (tenant, db) = database.split_once('/').expect("tenant/database");
+        assert!(segments.windows(3).any(|w| w[0] == tenant && w[2] == db), "{database} in {path}");
+    }
+    if method == Method::GET {
+        assert!(route.op.access() == chroma_ha::actors::router::Access::Read, "GET {path} is a write");
+    }
+    let scopes = route.read_scopes();
+    assert_eq!(scopes[0], Scope::Global);
+    if let Scope::Collection(id) = route.write_scope() {
+        assert!(is_collection_id(&id));
+    }
+    let _ = route.op.name();
+});
