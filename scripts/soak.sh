@@ -4,7 +4,7 @@
 #   phase 1: SOAK_MINUTES minutes (default 10) with both instances up;
 #   phase 2: the replica killed, until SOAK_BACKLOG entries (default 100000) wait for it.
 # Per phase it prints requests, failed requests, and RSS: median of the first and of the last
-# minute, maximum, and the least-squares trend in MB per 10 minutes.
+# minute, maximum, and the least-squares trend after the first minute in MB per 10 minutes.
 #   scripts/soak.sh
 #   SOAK_MINUTES=1 SOAK_BACKLOG=5000 scripts/soak.sh   # a quick look
 set -euo pipefail
@@ -52,8 +52,10 @@ rows = [tuple(map(float, line.split())) for line in open(samples) if line.strip(
 t = [r[0] for r in rows]; rss = [r[1] for r in rows]
 first = statistics.median([m for s, m, _ in rows if s < 60])
 last = statistics.median([m for s, m, _ in rows if s >= t[-1] - 60])
-mt, mr = statistics.mean(t), statistics.mean(rss)
-slope = sum((a - mt) * (b - mr) for a, b in zip(t, rss)) / sum((a - mt) ** 2 for a in t)
+# The trend leaves out the first minute (pools and caches filling up) when there is more.
+steady = [(s, m) for s, m, _ in rows if s >= 60] if sum(1 for s in t if s >= 60) >= 3 else list(zip(t, rss))
+mt, mr = statistics.mean(s for s, _ in steady), statistics.mean(m for _, m in steady)
+slope = sum((a - mt) * (b - mr) for a, b in steady) / sum((a - mt) ** 2 for a, _ in steady)
 requests = re.search(r"(\d+) requests in ([\d.]+)(\w+)", wrk)
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk)
 errors = re.search(r"Socket errors: (.*)", wrk)
@@ -67,5 +69,5 @@ PY
 echo "chroma-ha soak, $(date -u +%Y-%m-%d), $(nproc) cores, $CONNS connections, write share $SHARE"
 echo "proxy RSS at rest: $(rss_mb "$PROXY_PID") MB"
 phase mixed $(( MINUTES * 60 ))
-kill -9 "$REPLICA_PID"
+{ kill -9 "$REPLICA_PID" && wait "$REPLICA_PID"; } 2>/dev/null || true
 phase replica-down 7200 "$BACKLOG"

@@ -70,7 +70,12 @@ pub async fn forward(
         }
         Access::Write => {
             bump(&stats.writes);
-            write::write(&req, &route, body, &state, &worker).await
+            // Its own task: a client that goes away does not cancel a write half-way between
+            // its log entry and its recorded outcome.
+            let write = actix_web::rt::spawn(async move {
+                write::write(&req, &route, body, &state, &worker).await
+            });
+            write.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("write task: {e}"))))
         }
     }
 }

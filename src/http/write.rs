@@ -20,6 +20,7 @@ use crate::actors::wal_writer::{Append, Resolve};
 use crate::apply::{self, canonical_answer, identity_changes, record_changes};
 use crate::chroma::routes::{Operation, Route};
 use crate::ordering::Claim;
+use crate::progress::Scope;
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
 use crate::wal::store::Appended;
 
@@ -71,33 +72,84 @@ pub async fn write(
         Appended::InFlight => return Err(in_flight(None)),
     };
 
-    let candidates = candidates(worker, Access::Write, Vec::new()).await?;
-    let mut waits = route.read_scopes();
-    if !waits.contains(&scope) {
-        waits.push(scope.clone());
-    }
-    let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
-    let execution = execute(state, worker, &candidates, Access::Write, req, prepare, &waits).await;
+    // From here on the entry is in the log: every path records its outcome.
+    let owed = OwedOutcome { seq, scope: &scope, state, settled: false };
+    // No router (it is restarting): as if no instance were usable.
+    let execution = match candidates(worker, Access::Write, Vec::new()).await {
+        Ok(candidates) => {
+            let mut waits = route.read_scopes();
+            if !waits.contains(&scope) {
+                waits.push(scope.clone());
+            }
+            let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
+            execute(state, worker, &candidates, Access::Write, req, prepare, &waits).await
+        }
+        Err(e) => Execution::Unreachable(e.to_string()),
+    };
     let (resolution, mut response) = resolve(seq, route, &body, execution, state, req).await;
-    // Owed before the outcome is committed (replay only takes committed entries), and before
-    // the answer: the client's next read, on any worker, avoids instances that lack this write.
-    if matches!(resolution.state, EntryState::Committed | EntryState::Queued) {
-        let applied_on = resolution
-            .applied_on
-            .as_deref()
-            .and_then(|name| state.instance(name))
-            .map(|i| i.spec.id);
-        state.progress.owe_all_but(&scope, applied_on);
-    }
-    // The answer waits for the outcome's commit, so an acknowledged write is committed in the
-    // log even if the proxy dies next; if the store fails now, the client still gets the answer
-    // of a write that did happen, and the writer retries the record.
-    if let Ok(Err(e)) = state.wal.send(Resolve(resolution)).await {
-        warn!("transaction {txn_id}: outcome not recorded yet ({e}); the WAL writer retries it");
-    }
-    state.replay.do_send(Wake);
+    owed.record(resolution, &txn_id).await;
     set_transaction(&mut response, &txn_id);
     Ok(response)
+}
+
+/// The outcome a logged entry still owes the log. Normally [`OwedOutcome::record`] records it;
+/// if the write path is abandoned first (a panic), the drop records it `queued`, so replay
+/// settles it on every instance as crash recovery would. A `logged` entry nobody resolves would
+/// hold replay behind it for good.
+struct OwedOutcome<'a> {
+    seq: Seq,
+    scope: &'a Scope,
+    state: &'a AppState,
+    settled: bool,
+}
+
+impl OwedOutcome<'_> {
+    async fn record(mut self, resolution: Resolution, txn_id: &str) {
+        self.settled = true;
+        // Owed before the outcome is committed (replay only takes committed entries), and
+        // before the answer: the client's next read, on any worker, avoids instances that lack
+        // this write.
+        if matches!(resolution.state, EntryState::Committed | EntryState::Queued) {
+            let applied_on = resolution
+                .applied_on
+                .as_deref()
+                .and_then(|name| self.state.instance(name))
+                .map(|i| i.spec.id);
+            self.state.progress.owe_all_but(self.scope, applied_on);
+        }
+        // The answer waits for the outcome's commit, so an acknowledged write is committed in
+        // the log even if the proxy dies next; if the store fails now, the client still gets
+        // the answer of a write that did happen, and the writer retries the record.
+        if let Ok(Err(e)) = self.state.wal.send(Resolve(resolution)).await {
+            warn!(
+                "transaction {txn_id}: outcome not recorded yet ({e}); the WAL writer retries it"
+            );
+        }
+        self.state.replay.do_send(Wake);
+    }
+}
+
+impl Drop for OwedOutcome<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        error!(
+            "entry {}: the write was abandoned before its outcome was known; queued, replay applies it to every instance",
+            self.seq
+        );
+        // Before the write's turn ends: the next conflicting write waits for this one.
+        self.state.progress.owe_all_but(self.scope, None);
+        self.state.wal.do_send(Resolve(Resolution {
+            seq: self.seq,
+            state: EntryState::Queued,
+            status: None,
+            response: None,
+            error: Some("outcome unknown: the write was abandoned while executing".to_string()),
+            applied_on: None,
+        }));
+        self.state.replay.do_send(Wake);
+    }
 }
 
 /// Deleting a protected collection is refused before anything is logged.

@@ -101,11 +101,6 @@ trait Durability {
     fn before_transaction(&mut self, _durable: bool) -> QueryResult<()> {
         Ok(())
     }
-
-    /// Called first thing inside the transaction.
-    fn in_transaction(&mut self, _durable: bool) -> QueryResult<()> {
-        Ok(())
-    }
 }
 
 impl Durability for SqliteConnection {
@@ -120,12 +115,8 @@ impl Durability for SqliteConnection {
     }
 }
 
-impl Durability for PgConnection {
-    fn in_transaction(&mut self, durable: bool) -> QueryResult<()> {
-        // SET LOCAL ends with the transaction; durable commits need no extra round trip.
-        if durable { Ok(()) } else { self.batch_execute("SET LOCAL synchronous_commit TO OFF") }
-    }
-}
+/// Every commit waits for the disk (see [`WalStore::commit`]).
+impl Durability for PgConnection {}
 
 /// What became of one append in a group commit.
 #[derive(Debug, Clone)]
@@ -281,9 +272,11 @@ impl WalStore {
 
     /// One group commit: logs `appends` (numbered from `first_seq`, keys checked against
     /// entries newer than `key_cutoff_ms`) and records `resolutions`, in one transaction.
-    /// With appends the commit waits for the disk (fsync); outcomes alone are committed without
-    /// waiting for it: they survive a crash of the proxy, and if a power loss takes one, its
-    /// entry is recovered as queued and replayed, which is safe.
+    /// With appends the commit waits for the disk (fsync). On SQLite, outcomes alone are
+    /// committed without waiting for it: they survive a crash of the proxy, and only a power
+    /// loss, which restarts the proxy too, can take one; recovery then queues its entry, which
+    /// is safe. PostgreSQL always waits: its server can crash while the proxy runs on, and an
+    /// outcome it lost would leave its entry `logged`, holding replay behind it.
     pub fn commit(
         &self,
         first_seq: Seq,
@@ -296,7 +289,6 @@ impl WalStore {
         with_conn!(self.pool, |conn| {
             conn.before_transaction(durable)?;
             conn.transaction::<_, WalError, _>(|c| {
-                c.in_transaction(durable)?;
                 let now = now_ms();
                 let mut outcomes = Vec::with_capacity(appends.len());
                 let mut rows = Vec::with_capacity(appends.len());

@@ -151,18 +151,11 @@ pub fn run(seed: u64) -> Report {
     let print = agreed_fingerprint(&cluster, &mut report);
     check(&print, &writers, &mut report);
     if !report.clean() {
-        eprintln!(
-            "{schedule}\n{}\n--- proxy log tail ---\n{}",
-            report.problems(),
-            tail(&cluster.proxy.log(), 60)
-        );
+        let saved = std::env::temp_dir().join(format!("chroma-ha-faults-seed-{seed}.log"));
+        let _ = std::fs::write(&saved, cluster.proxy.log());
+        eprintln!("{schedule}\n{}\nproxy log: {}", report.problems(), saved.display());
     }
     report
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Waits until the log has nothing pending and no entry failed; what remains is stuck.
