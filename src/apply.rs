@@ -96,15 +96,22 @@ pub fn identity_changes(
                 .into_iter()
                 .map(|c| {
                     let local = c["id"].as_str().unwrap_or_default().to_string();
+                    let tenant = c["tenant"].as_str().unwrap_or(&tenant).to_string();
+                    let database = c["database"].as_str().unwrap_or(&database).to_string();
+                    let name = c["name"].as_str().unwrap_or_default().to_string();
+                    // A replayed create whose answer was never recorded (the proxy stopped
+                    // mid-write) joins the collection of that name that clients already know,
+                    // rather than founding a second canonical id for it.
                     let canonical = canonical
                         .map(|c| CanonicalId(c.to_string()))
                         .or_else(|| table.to_canonical(instance, &local))
+                        .or_else(|| table.by_name(&tenant, &database, &name))
                         .unwrap_or_else(|| CanonicalId(local.clone()));
                     Change::Record(Record {
                         canonical,
-                        tenant: c["tenant"].as_str().unwrap_or(&tenant).to_string(),
-                        database: c["database"].as_str().unwrap_or(&database).to_string(),
-                        name: c["name"].as_str().unwrap_or_default().to_string(),
+                        tenant,
+                        database,
+                        name,
                         instance,
                         local: InstanceCollectionId(local),
                     })
@@ -288,5 +295,25 @@ mod tests {
             &table,
         );
         assert_eq!(serde_json::from_slice::<Value>(&answer).unwrap()["id"], C);
+    }
+
+    /// Fault schedule seed 47: a create recovered after a proxy crash has no recorded answer;
+    /// replayed to the replica it must join the canonical id the primary's answer gave clients.
+    #[test]
+    fn a_recovered_create_joins_the_collection_clients_know_by_name() {
+        let table = MappingTable::new(2);
+        let canonical = CanonicalId(C.into());
+        table.set(&canonical, ("t", "d", "docs"), InstanceId(0), &InstanceCollectionId(C.into()));
+        let answer = json!({"id": R, "name": "docs", "tenant": "t", "database": "d", "configuration_json": {}});
+        let changes = identity_changes(
+            &route(Method::POST, P),
+            b"{}",
+            answer.to_string().as_bytes(),
+            InstanceId(1),
+            &table,
+            None,
+        );
+        let [Change::Record(record)] = changes.as_slice() else { panic!("{changes:?}") };
+        assert_eq!((record.canonical.0.as_str(), record.local.0.as_str()), (C, R));
     }
 }

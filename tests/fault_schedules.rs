@@ -70,9 +70,11 @@ fn many_schedules() {
         if !report.clean() {
             failing.push(seed);
         }
+        // After every schedule, so an interrupted run still tells what it saw.
+        println!(
+            "schedules: {}, acknowledged writes: {acknowledged}, uncertain: {uncertain}, lost: {lost}, divergent: {divergent}, resurrected: {resurrected}, stuck: {stuck}, refused: {refused}",
+            seed - first + 1
+        );
     }
-    println!(
-        "schedules: {number}, acknowledged writes: {acknowledged}, uncertain: {uncertain}, lost: {lost}, divergent: {divergent}, resurrected: {resurrected}, stuck: {stuck}, refused: {refused}"
-    );
     assert!(failing.is_empty(), "failing seeds: {failing:?}");
 }
