@@ -2,7 +2,8 @@
 # Soak (release build): mixed queries and single-record adds through the proxy (SQLite WAL, one
 # replica) at SOAK_CONNS connections (default 32), sampling the proxy's RSS every 5 s.
 #   phase 1: SOAK_MINUTES minutes (default 10) with both instances up;
-#   phase 2: the replica killed, until SOAK_BACKLOG entries (default 100000) wait for it.
+#   phase 2: the replica killed, until SOAK_BACKLOG entries (default 100000) wait for it, or
+#            SOAK_BACKLOG_MINUTES (default 120) have passed.
 # Per phase it prints requests, failed requests, and RSS: median of the first and of the last
 # minute, maximum, and the least-squares trend after the first minute in MB per 10 minutes.
 #   scripts/soak.sh
@@ -70,4 +71,4 @@ echo "chroma-ha soak, $(date -u +%Y-%m-%d), $(nproc) cores, $CONNS connections, 
 echo "proxy RSS at rest: $(rss_mb "$PROXY_PID") MB"
 phase mixed $(( MINUTES * 60 ))
 { kill -9 "$REPLICA_PID" && wait "$REPLICA_PID"; } 2>/dev/null || true
-phase replica-down 7200 "$BACKLOG"
+phase replica-down $(( ${SOAK_BACKLOG_MINUTES:-120} * 60 )) "$BACKLOG"
