@@ -1,6 +1,6 @@
 //! The route classifier on any method and path: it never panics, and what it extracts is
 //! really in the path (a collection id it reports is a UUID segment of the path, a database is
-//! `tenant/database` from the path), and only non-GET requests are writes.
+//! `tenant/database` from the path or from a CRN), and only non-GET requests are writes.
 #![no_main]
 
 use actix_web::http::Method;
@@ -22,8 +22,12 @@ fuzz_target!(|input: (u8, &str)| {
         assert!(is_collection_id(id));
     }
     if let Some(database) = &route.database {
+        // From `/tenants/{t}/databases/{d}/...`, or from a CRN `{t}:{d}:{name}`.
         let (tenant, db) = database.split_once('/').expect("tenant/database");
-        assert!(segments.windows(3).any(|w| w[0] == tenant && w[2] == db), "{database} in {path}");
+        let in_segments = segments.windows(3).any(|w| w[0] == tenant && w[2] == db);
+        let crn = format!("{tenant}:{db}");
+        let in_crn = segments.last().is_some_and(|s| s.starts_with(&crn));
+        assert!(in_segments || in_crn, "{database:?} in {path:?}");
     }
     if method == Method::GET {
         assert!(route.op.access() == chroma_ha::actors::router::Access::Read, "GET {path} is a write");
