@@ -13,5 +13,5 @@ for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   cargo +nightly fuzz run "$target" -- -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
     2> "/tmp/chroma-ha-fuzz-$target.log" || { tail -40 "/tmp/chroma-ha-fuzz-$target.log"; exit 1; }
-  echo "$target: $(grep -E '^Done [0-9]+ runs' "/tmp/chroma-ha-fuzz-$target.log")"
+  echo "$target: $(grep -a -E '^Done [0-9]+ runs' "/tmp/chroma-ha-fuzz-$target.log")"
 done
