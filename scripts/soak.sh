@@ -5,7 +5,8 @@
 #   phase 2: the replica killed, until SOAK_BACKLOG entries (default 100000) wait for it, or
 #            SOAK_BACKLOG_MINUTES (default 120) have passed.
 # Per phase it prints requests, failed requests, and RSS: median of the first and of the last
-# minute, maximum, and the least-squares trend after the first minute in MB per 10 minutes.
+# minute, maximum, the least-squares trend after the first minute in MB per 10 minutes, and the
+# anonymous part of RSS (heap and stacks, without the binary's and libraries' pages).
 #   scripts/soak.sh
 #   SOAK_MINUTES=1 SOAK_BACKLOG=5000 scripts/soak.sh   # a quick look
 set -euo pipefail
@@ -39,7 +40,7 @@ phase() {
   load=$!
   started=$(date +%s)
   while kill -0 "$load" 2>/dev/null; do
-    echo "$(( $(date +%s) - started )) $(rss_mb "$PROXY_PID") $(pending)" >> "$WORK/$name.rss"
+    echo "$(( $(date +%s) - started )) $(rss_mb "$PROXY_PID") $(pending) $(anon_mb "$PROXY_PID")" >> "$WORK/$name.rss"
     if [ -n "$backlog" ] && [ "$(pending)" -ge "$backlog" ]; then
       kill -INT "$load"  # wrk prints its summary on SIGINT
     fi
@@ -51,10 +52,12 @@ import re, statistics, sys
 name, samples, wrk = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
 rows = [tuple(map(float, line.split())) for line in open(samples) if line.strip()]
 t = [r[0] for r in rows]; rss = [r[1] for r in rows]
-first = statistics.median([m for s, m, _ in rows if s < 60])
-last = statistics.median([m for s, m, _ in rows if s >= t[-1] - 60])
+first = statistics.median([r[1] for r in rows if r[0] < 60])
+last = statistics.median([r[1] for r in rows if r[0] >= t[-1] - 60])
+anon_first = statistics.median([r[3] for r in rows if r[0] < 60])
+anon_last = statistics.median([r[3] for r in rows if r[0] >= t[-1] - 60])
 # The trend leaves out the first minute (pools and caches filling up) when there is more.
-steady = [(s, m) for s, m, _ in rows if s >= 60] if sum(1 for s in t if s >= 60) >= 3 else list(zip(t, rss))
+steady = [(r[0], r[1]) for r in rows if r[0] >= 60] if sum(1 for s in t if s >= 60) >= 3 else list(zip(t, rss))
 mt, mr = statistics.mean(s for s, _ in steady), statistics.mean(m for _, m in steady)
 slope = sum((a - mt) * (b - mr) for a, b in steady) / sum((a - mt) ** 2 for a, _ in steady)
 requests = re.search(r"(\d+) requests in ([\d.]+)(\w+)", wrk)
@@ -63,7 +66,8 @@ errors = re.search(r"Socket errors: (.*)", wrk)
 print(f"{name}: {t[-1] / 60:.1f} min, {requests.group(1)} requests, "
       f"non-2xx {bad.group(1) if bad else 0}, socket errors: {errors.group(1) if errors else 'none'}, "
       f"pending at end {int(rows[-1][2])}; RSS MB first minute {first:.1f}, last minute {last:.1f}, "
-      f"max {max(rss):.1f}, trend {slope * 600:+.2f} MB/10 min ({len(rows)} samples)")
+      f"max {max(rss):.1f}, trend {slope * 600:+.2f} MB/10 min ({len(rows)} samples); "
+      f"anonymous memory first minute {anon_first:.1f}, last minute {anon_last:.1f}")
 PY
 }
 

@@ -74,3 +74,8 @@ start_proxy() {
 rss_mb() {
   awk '/VmRSS/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
 }
+
+# anon_mb PID: the anonymous part of its RSS (heap, stacks), in MB.
+anon_mb() {
+  awk '/RssAnon/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
+}
