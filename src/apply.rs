@@ -99,13 +99,9 @@ pub fn identity_changes(
                     let tenant = c["tenant"].as_str().unwrap_or(&tenant).to_string();
                     let database = c["database"].as_str().unwrap_or(&database).to_string();
                     let name = c["name"].as_str().unwrap_or_default().to_string();
-                    // A replayed create whose answer was never recorded (the proxy stopped
-                    // mid-write) joins the collection of that name that clients already know,
-                    // rather than founding a second canonical id for it.
                     let canonical = canonical
                         .map(|c| CanonicalId(c.to_string()))
                         .or_else(|| table.to_canonical(instance, &local))
-                        .or_else(|| table.by_name(&tenant, &database, &name))
                         .unwrap_or_else(|| CanonicalId(local.clone()));
                     Change::Record(Record {
                         canonical,
@@ -145,6 +141,24 @@ pub fn identity_changes(
         Operation::Reset => vec![Change::Forget(Forget { instance, canonical: None })],
         _ => Vec::new(),
     }
+}
+
+/// The canonical id of the collection a replayed create names, when the create's answer was
+/// never recorded (the proxy stopped mid-write): the mapping of that name that other instances
+/// have and `instance` lacks, so the create joins it rather than founding a second canonical id.
+pub fn known_by_name(
+    route: &Route,
+    request: &[u8],
+    instance: InstanceId,
+    table: &MappingTable,
+) -> Option<String> {
+    if route.op != Operation::CreateCollection {
+        return None;
+    }
+    let (tenant, database) = route.database.as_deref()?.split_once('/')?;
+    let body = serde_json::from_slice::<Value>(request).ok()?;
+    let canonical = table.by_name(tenant, database, body.get("name")?.as_str()?)?;
+    (table.to_instance(&canonical.0, instance) == Translation::Missing).then_some(canonical.0)
 }
 
 /// Persists and publishes identity changes; answers the first error.
@@ -298,22 +312,18 @@ mod tests {
     }
 
     /// Fault schedule seed 47: a create recovered after a proxy crash has no recorded answer;
-    /// replayed to the replica it must join the canonical id the primary's answer gave clients.
+    /// replayed to the replica it must join the canonical id the primary's answer gave clients,
+    /// and never a mapping the replica already has.
     #[test]
     fn a_recovered_create_joins_the_collection_clients_know_by_name() {
         let table = MappingTable::new(2);
+        let create = route(Method::POST, P);
+        let body = br#"{"name":"docs","get_or_create":true}"#;
+        assert_eq!(known_by_name(&create, body, InstanceId(1), &table), None);
         let canonical = CanonicalId(C.into());
         table.set(&canonical, ("t", "d", "docs"), InstanceId(0), &InstanceCollectionId(C.into()));
-        let answer = json!({"id": R, "name": "docs", "tenant": "t", "database": "d", "configuration_json": {}});
-        let changes = identity_changes(
-            &route(Method::POST, P),
-            b"{}",
-            answer.to_string().as_bytes(),
-            InstanceId(1),
-            &table,
-            None,
-        );
-        let [Change::Record(record)] = changes.as_slice() else { panic!("{changes:?}") };
-        assert_eq!((record.canonical.0.as_str(), record.local.0.as_str()), (C, R));
+        assert_eq!(known_by_name(&create, body, InstanceId(1), &table).as_deref(), Some(C));
+        table.set(&canonical, ("t", "d", "docs"), InstanceId(1), &InstanceCollectionId(R.into()));
+        assert_eq!(known_by_name(&create, body, InstanceId(1), &table), None);
     }
 }

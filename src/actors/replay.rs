@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
 use super::mapping::MappingCacheActor;
-use crate::apply::{discover, identity_changes, prepare, record_changes};
+use crate::apply::{discover, identity_changes, known_by_name, prepare, record_changes};
 use crate::chroma::ids::{MappingTable, Translation};
 use crate::chroma::routes::{Operation, Route, classify};
 use crate::instance::{InstanceId, InstanceSpec};
@@ -422,7 +422,8 @@ impl LaneRun {
             .response
             .as_deref()
             .and_then(|r| serde_json::from_slice::<Value>(r).ok())
-            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string));
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+            .or_else(|| known_by_name(&batch.route, &prepared.body, self.instance, table));
         let changes = identity_changes(
             &batch.route,
             &prepared.body,

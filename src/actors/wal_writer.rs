@@ -84,8 +84,10 @@ impl WalWriterActor {
     fn flush(&mut self) -> Result<(), WalError> {
         let take = self.appends.len().min(MAX_BATCH);
         let batch: Vec<(WriteRecord, Waiter<Appended>)> = self.appends.drain(..take).collect();
-        let (resolutions, resolved): (Vec<Resolution>, Vec<Option<Waiter<()>>>) =
-            std::mem::take(&mut self.resolutions).into_iter().unzip();
+        // Outcomes stay here until their commit succeeds: a failed or panicking commit loses
+        // none of them.
+        let resolutions: Vec<Resolution> =
+            self.resolutions.iter().map(|(r, _)| r.clone()).collect();
         let first = Seq(self.next_seq);
         // Numbers are consumed even if the commit fails: a commit error can be ambiguous (the
         // data may be on disk), so a number handed to the store is never reused.
@@ -100,8 +102,10 @@ impl WalWriterActor {
                 for ((_, waiter), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiter.send(Ok(outcome));
                 }
-                for waiter in resolved.into_iter().flatten() {
-                    let _ = waiter.send(Ok(()));
+                for (_, waiter) in self.resolutions.drain(..resolutions.len()) {
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(Ok(()));
+                    }
                 }
                 Ok(())
             }
@@ -112,10 +116,14 @@ impl WalWriterActor {
                         self.store.backend()
                     );
                 }
-                // Outcomes are kept for the next commit; appends that may have reached the disk
-                // are marked failed there, so recovery never replays a write the client was
-                // told was refused.
-                self.resolutions.extend(resolutions.into_iter().map(|r| (r, None)));
+                // Outcomes are kept for the next commit (their clients are answered now);
+                // appends that may have reached the disk are marked failed there, so recovery
+                // never replays a write the client was told was refused.
+                for (_, waiter) in &mut self.resolutions {
+                    if let Some(waiter) = waiter.take() {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
                 let failed = (0..batch.len() as i64).map(|i| Resolution {
                     seq: Seq(first.0 + i),
                     state: EntryState::Failed,
@@ -126,9 +134,6 @@ impl WalWriterActor {
                 });
                 self.resolutions.extend(failed.map(|r| (r, None)));
                 for (_, waiter) in batch {
-                    let _ = waiter.send(Err(e.clone()));
-                }
-                for waiter in resolved.into_iter().flatten() {
                     let _ = waiter.send(Err(e.clone()));
                 }
                 Err(e)

@@ -115,8 +115,19 @@ impl Durability for SqliteConnection {
     }
 }
 
-/// Every commit waits for the disk (see [`WalStore::commit`]).
+/// Every commit waits for the disk (see [`WalStore::commit`]), set by [`PgDurability`].
 impl Durability for PgConnection {}
+
+/// Sets up every pooled PostgreSQL connection.
+#[derive(Debug)]
+struct PgDurability;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgDurability {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        // Whatever the server, database or role default: a commit is on disk when it returns.
+        conn.batch_execute("SET synchronous_commit TO on").map_err(diesel::r2d2::Error::QueryError)
+    }
+}
 
 /// What became of one append in a group commit.
 #[derive(Debug, Clone)]
@@ -203,6 +214,7 @@ impl WalStore {
                 let pool = Pool::builder()
                     .max_size(8)
                     .connection_timeout(CONNECTION_TIMEOUT)
+                    .connection_customizer(Box::new(PgDurability))
                     .build(ConnectionManager::<PgConnection>::new(url))
                     .map_err(|e| WalError::Unavailable(e.to_string()))?;
                 let mut conn = pool.get()?;
