@@ -81,6 +81,12 @@ pub async fn write(
             if !waits.contains(&scope) {
                 waits.push(scope.clone());
             }
+            // Deleting a collection (by name) waits until the target has applied that
+            // collection's record writes: deleted first, they could never be applied there
+            // (fault schedule seed 26).
+            if let Some(records) = deleted_collection(route, state) {
+                waits.push(records);
+            }
             let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
             execute(state, worker, &candidates, Access::Write, req, prepare, &waits).await
         }
@@ -150,6 +156,16 @@ impl Drop for OwedOutcome<'_> {
         }));
         self.state.replay.do_send(Wake);
     }
+}
+
+/// The record scope of the collection a collection delete removes, if the proxy knows it.
+fn deleted_collection(route: &Route, state: &AppState) -> Option<Scope> {
+    if route.op != Operation::DeleteCollection {
+        return None;
+    }
+    let (tenant, database) = route.database.as_deref()?.split_once('/')?;
+    let canonical = state.table.by_name(tenant, database, route.collection.as_deref()?)?;
+    Some(Scope::Collection(canonical.0))
 }
 
 /// Deleting a protected collection is refused before anything is logged.
