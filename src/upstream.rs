@@ -47,6 +47,12 @@ impl UpstreamError {
         matches!(self, Self::Connect(_) | Self::Timeout(_) | Self::Broken(_))
     }
 
+    /// Whether the instance may have received the request, and so may execute it yet: only a
+    /// refused connection proves it did not.
+    pub fn may_have_arrived(&self) -> bool {
+        !matches!(self, Self::Connect(_))
+    }
+
     /// Whether the instance is certainly unusable (as opposed to suspect).
     pub fn marks_down(&self) -> bool {
         matches!(self, Self::Connect(_) | Self::Timeout(_))

@@ -64,7 +64,7 @@ pub async fn forward(
                     answer.body = canonical_answer(&route, answer.body, instance, &state.table);
                     Ok(respond(answer))
                 }
-                Execution::Unreachable(detail) => Err(unavailable(&state, &req, detail)),
+                Execution::Unreachable { detail, .. } => Err(unavailable(&state, &req, detail)),
                 Execution::Invalid(detail) => Err(ApiError::BadGateway(detail)),
             }
         }
@@ -84,8 +84,9 @@ pub async fn forward(
 pub enum Execution {
     /// An instance answered (any status); it is the one that executed the request.
     Answered { instance: InstanceId, answer: UpstreamResponse },
-    /// No candidate could be reached; the reason for each one tried.
-    Unreachable(String),
+    /// No candidate could be reached; the reason for each one tried, and whether one of them
+    /// may have received the request (a timeout or a broken connection, not a refusal).
+    Unreachable { detail: String, may_have_arrived: bool },
     /// The request could not be sent at all; no instance would take it.
     Invalid(String),
 }
@@ -126,6 +127,7 @@ pub async fn execute(
     let (method, path) = (req.method(), req.path());
     let mut failures: Vec<String> = Vec::new();
     let mut retried_server_error = false;
+    let mut may_have_arrived = false;
     for (n, id) in candidates.iter().enumerate() {
         let instance = &state.instances[id.0];
         let counters = &stats.instances[id.0];
@@ -176,6 +178,7 @@ pub async fn execute(
             }
             Err(e) if e.fails_over() => {
                 bump(&counters.failures);
+                may_have_arrived |= e.may_have_arrived();
                 let reason = format!("{method} {path}: {e}");
                 if e.marks_down() {
                     instance.health.do_send(ReportFailure { reason });
@@ -191,11 +194,12 @@ pub async fn execute(
             Err(e) => return Execution::Invalid(format!("{name}: {e}")),
         }
     }
-    Execution::Unreachable(if failures.is_empty() {
+    let detail = if failures.is_empty() {
         "every instance is down or has not applied the writes this request depends on".to_string()
     } else {
         failures.join("; ")
-    })
+    };
+    Execution::Unreachable { detail, may_have_arrived }
 }
 
 /// The 503 for a request no instance could serve, logged with every instance's reason.

@@ -90,7 +90,7 @@ pub async fn write(
             let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
             execute(state, worker, &candidates, Access::Write, req, prepare, &waits).await
         }
-        Err(e) => Execution::Unreachable(e.to_string()),
+        Err(e) => Execution::Unreachable { detail: e.to_string(), may_have_arrived: false },
     };
     let (resolution, mut response) = resolve(seq, route, &body, execution, state, req).await;
     owed.record(resolution, &txn_id).await;
@@ -225,7 +225,7 @@ async fn resolve(
             }
             (resolution, respond(answer))
         }
-        Execution::Unreachable(detail) if route.op.can_queue() => {
+        Execution::Unreachable { detail, .. } if route.op.can_queue() => {
             let body = Bytes::from(
                 json!({
                     "state": "queued",
@@ -238,7 +238,25 @@ async fn resolve(
                 HttpResponse::build(status).content_type("application/json").body(body.clone());
             (outcome(EntryState::Queued, status, Some(body), Some(detail)), response)
         }
-        Execution::Unreachable(detail) => {
+        // An instance may execute it yet (it timed out, or broke off, holding the request):
+        // the outcome is unknown, so replay applies it everywhere, as crash recovery would;
+        // recording it failed would leave that instance alone with it (fault schedule seed 1).
+        Execution::Unreachable { detail, may_have_arrived: true } => {
+            let error = unavailable(
+                state,
+                req,
+                format!(
+                    "{detail}; the outcome is unknown: the write is logged and will be applied on every instance"
+                ),
+            );
+            // No status: a retry under its key is answered 202 queued, not this 503 again.
+            let queued = Resolution {
+                status: None,
+                ..outcome(EntryState::Queued, error.status_code(), None, Some(error.to_string()))
+            };
+            (queued, error.error_response())
+        }
+        Execution::Unreachable { detail, may_have_arrived: false } => {
             let error = unavailable(state, req, detail);
             let status = error.status_code();
             (
