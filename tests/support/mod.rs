@@ -62,6 +62,15 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// `kill -9` (after `SIGCONT`, in case it is frozen) and reap a child we started, if running.
+fn kill9(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        signal(child.id(), libc::SIGCONT);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 fn log_tail(path: &Path, lines: usize) -> String {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
@@ -194,11 +203,7 @@ impl Chroma {
 
     /// `kill -9`, and reap the process.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), libc::SIGCONT);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill9(&mut self.child);
     }
 
     /// Freezes the server: it keeps its sockets but answers nothing.
@@ -296,11 +301,7 @@ impl Proxy {
 
     /// `kill -9`, and reap the process.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), libc::SIGCONT);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill9(&mut self.child);
     }
 
     /// Freezes the proxy: it keeps its sockets but answers nothing.
