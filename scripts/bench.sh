@@ -43,11 +43,15 @@ compare() {
     wrk_once "$direct" "$conns" "$body" >> "$WORK/d"
     wrk_once "$proxied" "$conns" "$body" >> "$WORK/p"
   done
-  local drps dp50 dp99 prps pp50 pp99
+  local drps dp50 dp99 prps pp50 pp99 ratio added
   drps=$(cut -d' ' -f1 "$WORK/d" | median); dp50=$(cut -d' ' -f2 "$WORK/d" | median); dp99=$(cut -d' ' -f3 "$WORK/d" | median)
   prps=$(cut -d' ' -f1 "$WORK/p" | median); pp50=$(cut -d' ' -f2 "$WORK/p" | median); pp99=$(cut -d' ' -f3 "$WORK/p" | median)
-  awk -v l="$label" -v c="$conns" -v drps="$drps" -v prps="$prps" -v dp50="$dp50" -v pp50="$pp50" -v dp99="$dp99" -v pp99="$pp99" \
-    'BEGIN { printf "| %-28s | %3d | %9.1f | %9.1f | %5.2f | %7.3f | %7.3f | %+7.3f | %7.3f | %7.3f |\n", l, c, drps, prps, prps / drps, dp50, pp50, pp50 - dp50, dp99, pp99 }'
+  # Ratio and added p50 are medians over the pairs of back-to-back runs, so that the machine's
+  # drift between pairs (CPU steal on a shared VM) cancels out.
+  ratio=$(paste -d' ' "$WORK/d" "$WORK/p" | awk '{ print $4 / $1 }' | median)
+  added=$(paste -d' ' "$WORK/d" "$WORK/p" | awk '{ print $5 - $2 }' | median)
+  awk -v l="$label" -v c="$conns" -v drps="$drps" -v prps="$prps" -v dp50="$dp50" -v pp50="$pp50" -v dp99="$dp99" -v pp99="$pp99" -v ratio="$ratio" -v added="$added" \
+    'BEGIN { printf "| %-28s | %3d | %9.1f | %9.1f | %5.2f | %7.3f | %7.3f | %+7.3f | %7.3f | %7.3f |\n", l, c, drps, prps, ratio, dp50, pp50, added, dp99, pp99 }'
 }
 
 start_chroma primary; PRIMARY_PORT=$PORT
@@ -89,7 +93,7 @@ if section latency; then
   compare "add 1 record, WAL postgres" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
   compare "add 1 record, WAL postgres" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
   echo
-  echo "latencies in ms; ratio = proxy req/s / direct req/s; p50 add = proxy p50 - direct p50"
+  echo "latencies in ms; ratio = proxy req/s / direct req/s and p50 add = proxy p50 - direct p50, each the median over pairs of back-to-back runs"
   echo "proxy RSS after the runs: $(rss_mb "$PROXY_PID") MB"
 fi
 
