@@ -3,13 +3,13 @@
 //! ids translated to the instance's own, creates as get_or_create, deletes of what is gone as
 //! done, and consecutive adds, upserts or deletes of one collection coalesced into one request
 //! up to the instance's `max_batch_size`. It wakes on new entries, on health changes and once a
-//! second; a rejected entry is retried with exponential back-off and, after MAX_REPLAY_RETRIES,
-//! marked failed for that instance.
+//! second, and runs a lane at most once per [`BATCH_INTERVAL`]; a rejected entry is retried
+//! with exponential back-off and, after MAX_REPLAY_RETRIES, marked failed for that instance.
 //!
 //! It never applies an entry whose outcome is still unknown (a write in flight stops the lane
 //! until it is resolved), and never applies one entry of a collection before an earlier one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -508,6 +508,8 @@ fn plan(ready: &[PendingEntry], max_batch: usize) -> Vec<Batch<'_>> {
 struct Records {
     columns: Map<String, Value>,
     len: usize,
+    /// Position of each id in the columns (its first occurrence).
+    positions: HashMap<String, usize>,
 }
 
 /// Record columns Chroma accepts as parallel lists.
@@ -519,7 +521,12 @@ impl Records {
             return None;
         }
         let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else { return None };
-        let len = object.get("ids")?.as_array()?.len();
+        let ids = object.get("ids")?.as_array()?;
+        let len = ids.len();
+        let mut positions = HashMap::with_capacity(len);
+        for (n, id) in ids.iter().enumerate() {
+            positions.entry(id.as_str()?.to_string()).or_insert(n);
+        }
         let mut columns = Map::new();
         for (key, value) in object {
             let plain_column =
@@ -533,47 +540,49 @@ impl Records {
                 (false, _) => return None,
             }
         }
-        (op != Operation::DeleteRecords || columns.len() == 1).then_some(Self { columns, len })
+        (op != Operation::DeleteRecords || columns.len() == 1).then_some(Self {
+            columns,
+            len,
+            positions,
+        })
     }
 
     fn fits(&self, next: &Records, max_batch: usize) -> bool {
         self.len + next.len <= max_batch && self.columns.keys().eq(next.columns.keys())
     }
 
-    /// Appends `next`; for add the first record of an id wins, for upsert the last.
-    fn absorb(&mut self, next: Records, op: Operation) {
-        let ids: Vec<String> =
-            self.column("ids").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
-        let next_ids: Vec<String> =
-            next.column("ids").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
-        let seen: HashSet<&String> = ids.iter().collect();
-        let (keep_old, keep_new): (Vec<bool>, Vec<bool>) = match op {
-            Operation::Upsert => {
-                let replaced: HashSet<&String> = next_ids.iter().collect();
-                (ids.iter().map(|id| !replaced.contains(id)).collect(), vec![true; next_ids.len()])
-            }
-            _ => (vec![true; ids.len()], next_ids.iter().map(|id| !seen.contains(id)).collect()),
-        };
-        for key in COLUMNS {
-            let (Some(Value::Array(old)), Some(Value::Array(new))) =
-                (self.columns.get(key).cloned(), next.columns.get(key))
+    /// Appends `next` in place, in time linear in `next`: for add (and delete) the first record
+    /// of an id wins, for upsert the last one replaces it where it stands.
+    fn absorb(&mut self, mut next: Records, op: Operation) {
+        // Each record of `next` by its index, with where its id already stands, if anywhere.
+        let mut order: Vec<(usize, String, Option<usize>)> = std::mem::take(&mut next.positions)
+            .into_iter()
+            .map(|(id, n)| {
+                let existing = self.positions.get(&id).copied();
+                (n, id, existing)
+            })
+            .collect();
+        order.sort_unstable_by_key(|(n, ..)| *n);
+        for (key, column) in &mut next.columns {
+            let (Some(Value::Array(old)), Value::Array(new)) = (self.columns.get_mut(key), column)
             else {
                 continue;
             };
-            let merged: Vec<Value> = old
-                .into_iter()
-                .zip(&keep_old)
-                .filter(|(_, keep)| **keep)
-                .map(|(v, _)| v)
-                .chain(new.iter().zip(&keep_new).filter(|(_, keep)| **keep).map(|(v, _)| v.clone()))
-                .collect();
-            self.columns.insert(key.to_string(), Value::Array(merged));
+            for (n, _, existing) in &order {
+                let value = std::mem::take(&mut new[*n]);
+                match existing {
+                    Some(at) if op == Operation::Upsert => old[*at] = value,
+                    Some(_) => {}
+                    None => old.push(value),
+                }
+            }
         }
-        self.len = self.column("ids").len();
-    }
-
-    fn column(&self, key: &str) -> &[Value] {
-        self.columns.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+        for (_, id, existing) in order {
+            if existing.is_none() {
+                self.positions.insert(id, self.len);
+                self.len += 1;
+            }
+        }
     }
 
     fn into_batch(self, mut batch: Batch<'_>) -> Batch<'_> {
@@ -622,6 +631,20 @@ mod tests {
     }
 
     #[test]
+    fn a_full_window_of_adds_is_one_request_in_log_order() {
+        let ready: Vec<PendingEntry> = (0..2000)
+            .map(|i| entry(i, "add", json!({"ids": [format!("r{i}")], "embeddings": [[i]]})))
+            .collect();
+        let batches = plan(&ready, 5461);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].entries.len(), 2000);
+        let merged = body(&batches[0]);
+        let ids: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
+        let embeddings: Vec<Value> = (0..2000).map(|i| json!([i])).collect();
+        assert_eq!(merged, json!({"ids": ids, "embeddings": embeddings}));
+    }
+
+    #[test]
     fn consecutive_adds_merge_and_the_first_of_an_id_wins() {
         let ready = vec![
             entry(1, "add", json!({"ids": ["a"], "embeddings": [[1.0]], "documents": ["first"]})),
@@ -646,7 +669,7 @@ mod tests {
             entry(2, "upsert", json!({"ids": ["a"], "embeddings": [[9.0]]})),
         ];
         let batches = plan(&ready, 100);
-        assert_eq!(body(&batches[0]), json!({"ids": ["b", "a"], "embeddings": [[2.0], [9.0]]}));
+        assert_eq!(body(&batches[0]), json!({"ids": ["a", "b"], "embeddings": [[9.0], [2.0]]}));
     }
 
     #[test]
