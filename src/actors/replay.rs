@@ -479,15 +479,17 @@ fn plan(ready: &[PendingEntry], max_batch: usize) -> Vec<Batch<'_>> {
     let mut merging: Option<(Batch<'_>, Records)> = None;
     for p in ready {
         let batch = single(p);
-        let records = Records::parse(batch.route.op, &p.entry.body);
-        if let (Some((open, merged)), Some(next)) = (merging.as_mut(), records.as_ref()) {
-            let same =
-                open.entries[0].entry.path == p.entry.path && open.route.op == batch.route.op;
-            if same && merged.fits(next, max_batch) {
-                merged.absorb(next.clone(), batch.route.op);
-                open.entries.push(p);
-                continue;
-            }
+        let mut records = Records::parse(batch.route.op, &p.entry.body);
+        if let Some((open, merged)) = merging.as_mut()
+            && let Some(next) = records.take_if(|next| {
+                open.entries[0].entry.path == p.entry.path
+                    && open.route.op == batch.route.op
+                    && merged.fits(next, max_batch)
+            })
+        {
+            merged.absorb(next, batch.route.op);
+            open.entries.push(p);
+            continue;
         }
         if let Some((open, merged)) = merging.take() {
             batches.push(merged.into_batch(open));
@@ -504,7 +506,7 @@ fn plan(ready: &[PendingEntry], max_batch: usize) -> Vec<Batch<'_>> {
 }
 
 /// The records of an add, upsert or id-only delete, column by column.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Records {
     columns: Map<String, Value>,
     len: usize,
