@@ -2,7 +2,12 @@
 //! request as that instance must receive it (its own collection id; a replayed create made
 //! idempotent), the identity changes its answer implies, and the answer with canonical ids.
 //!
-//! Pure translation plus messages to the mapping cache actor: it never sends a request itself.
+//! Translation plus messages to the mapping cache actor. It never sends a write itself; its only
+//! requests are the reads that discover a collection created outside the proxy.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::web::Bytes;
@@ -62,6 +67,29 @@ fn with_get_or_create(body: &Bytes) -> Bytes {
             Bytes::from(Value::Object(object).to_string())
         }
         _ => body.clone(),
+    }
+}
+
+/// Pause after a failed discovery before client requests for that collection try it again.
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(1);
+
+/// Collections whose discovery failed recently (an instance could not be asked). Requests for
+/// them are forwarded unchanged until [`DISCOVERY_RETRY`] has passed, instead of each one asking
+/// every instance again and logging again.
+#[derive(Default)]
+pub struct DiscoveryBackoff(Mutex<HashMap<String, Instant>>);
+
+impl DiscoveryBackoff {
+    /// Whether discovery of collection `id` may be tried now.
+    pub fn due(&self, id: &str) -> bool {
+        let mut failed = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        failed.retain(|_, at| at.elapsed() < DISCOVERY_RETRY);
+        !failed.contains_key(id)
+    }
+
+    /// Discovery of collection `id` failed just now.
+    pub fn failed(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
     }
 }
 
@@ -258,6 +286,15 @@ mod tests {
     const P: &str = "/api/v2/tenants/t/databases/d/collections";
     const C: &str = "11111111-2222-3333-4444-555555555555";
     const R: &str = "99999999-8888-7777-6666-555555555555";
+
+    #[test]
+    fn a_failed_discovery_is_not_retried_at_once() {
+        let backoff = DiscoveryBackoff::default();
+        assert!(backoff.due(C));
+        backoff.failed(C);
+        assert!(!backoff.due(C), "retried only after DISCOVERY_RETRY");
+        assert!(backoff.due(R), "other collections are not held back");
+    }
 
     fn route(method: Method, path: &str) -> Route {
         classify(&method, path).unwrap()

@@ -1,10 +1,13 @@
-//! Replica `kill -9`: reads keep succeeding, served by the primary.
+//! Replica `kill -9`: reads keep succeeding, served by the primary. A collection created on the
+//! primary behind the proxy's back while the replica is down is served too, and its discovery
+//! (which needs every instance) is not retried on every request.
 
 mod support;
 
 use std::time::Duration;
 
-use support::{Chroma, DB, Proxy, get, wait_until};
+use serde_json::json;
+use support::{Chroma, DB, Proxy, get, post, wait_until};
 
 #[test]
 fn replica_kill_moves_reads_to_the_primary() {
@@ -36,10 +39,33 @@ fn replica_kill_moves_reads_to_the_primary() {
     let health = get(&format!("{}/health", proxy.url()));
     assert_eq!((health.status, health.body["status"].as_str()), (200, Some("degraded")));
 
+    // Discovery cannot ask the dead replica: it fails, and requests are forwarded unchanged
+    // (to the primary, the only usable instance) without asking every instance each time.
+    let direct = post(&format!("{}{DB}/collections", primary.url()), json!({"name": "behind"}));
+    let id = direct.body["id"].as_str().unwrap().to_string();
+    let count = format!("{}{DB}/collections/{id}/count", proxy.url());
+    for i in 0..20 {
+        let answer = get(&count);
+        assert_eq!((answer.status, &answer.body), (200, &json!(0)), "read {i} of `behind`");
+    }
+    let attempts = proxy.log().matches(&format!("collection {id} is not mapped")).count();
+    assert!((1..=3).contains(&attempts), "{attempts} discovery attempts for 20 requests");
+
     replica.restart();
     wait_until("the replica is back", Duration::from_secs(10), || {
         proxy.instance_status("replica")["healthy"] == true
     });
     assert_eq!(get(&count_url).status, 200);
     assert_eq!(proxy.served("replica", "reads"), 21, "reads return to the replica");
+
+    // With every instance reachable again, the next attempt maps it (the replica lacks it).
+    wait_until("`behind` is mapped", Duration::from_secs(15), || {
+        assert_eq!(get(&count).status, 200);
+        let mappings = get(&format!("{}/collection/mappings", proxy.url())).body;
+        mappings["collections"].as_array().unwrap().iter().any(|c| {
+            c["canonical_id"] == id.as_str()
+                && c["instances"]["primary"] == id.as_str()
+                && c["instances"]["replica"].is_null()
+        })
+    });
 }

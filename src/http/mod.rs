@@ -22,6 +22,7 @@ use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::router::RouterActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
+use crate::apply::DiscoveryBackoff;
 use crate::chroma::ids::MappingTable;
 use crate::config::Config;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
@@ -70,6 +71,8 @@ pub struct AppState {
     pub progress: Arc<Progress>,
     /// Collection ids on every instance.
     pub table: Arc<MappingTable>,
+    /// Collections whose discovery failed recently.
+    pub discovery: DiscoveryBackoff,
     /// The writer of collection identities.
     pub mapping: Addr<MappingCacheActor>,
     /// The replayer, woken by new entries.
@@ -209,6 +212,7 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         store,
         progress,
         table,
+        discovery: DiscoveryBackoff::default(),
         mapping,
         replay,
         replay_counters,

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::{AppState, Worker, write};
 use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::{Access, RouteRequest};
-use crate::apply::{self, NotOnInstance, Prepared, canonical_answer};
+use crate::apply::{self, DISCOVERY_RETRY, NotOnInstance, Prepared, canonical_answer};
 use crate::chroma::headers::keep_response_header;
 use crate::chroma::ids::Translation;
 use crate::chroma::routes::{Route, classify};
@@ -38,6 +38,7 @@ pub async fn forward(
     let (route, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
     if let Some(id) = route.collection_id()
         && state.table.to_instance(id, InstanceId(0)) == Translation::Unknown
+        && state.discovery.due(id)
     {
         // First request for a collection created outside the proxy: learn its ids once.
         let specs = state.specs();
@@ -48,7 +49,12 @@ pub async fn forward(
                 bump(&stats.refused);
                 return Err(ApiError::NotFound(format!("collection {id} does not exist")));
             }
-            Err(e) => warn!("collection {id} is not mapped ({e}); forwarding unchanged"),
+            Err(e) => {
+                state.discovery.failed(id);
+                warn!(
+                    "collection {id} is not mapped ({e}); requests for it are forwarded unchanged, next attempt in {DISCOVERY_RETRY:?}"
+                );
+            }
         }
     }
     match route.op.access() {
