@@ -67,6 +67,7 @@ PROXY_PG=$PROXY
 # Its reads go to the primary, the server "direct" is measured on: the comparison is then the
 # proxy's cost alone, not the difference between two servers.
 start_proxy proxy-sqlite PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0
+start_nginx "$DIRECT" || { NGINX=""; echo "bench: nginx unavailable; no reference-hop rows" >&2; }
 SEED="$VENV/bin/python scripts/bench/seed.py"
 ID="$($SEED "$PROXY" bench 1000 128 "$WORK/query.json")"
 ADDS="$($SEED "$PROXY" adds 1 8 /dev/null)"
@@ -88,13 +89,22 @@ if section latency; then
   compare "GET /api/v2/heartbeat" 1 "$DIRECT/api/v2/heartbeat" "$PROXY/api/v2/heartbeat"
   compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
   compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
+  if [ -n "$NGINX" ]; then
+    compare "query, nginx (reference hop)" 1 "$DIRECT$COLL/$ID/query" "$NGINX$COLL/$ID/query" "$WORK/query.json"
+    compare "query, nginx (reference hop)" 16 "$DIRECT$COLL/$ID/query" "$NGINX$COLL/$ID/query" "$WORK/query.json"
+  fi
   compare "add 1 record, WAL sqlite" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY$COLL/$ADDS/add" add
   compare "add 1 record, WAL sqlite" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY$COLL/$ADDS/add" add
   compare "add 1 record, WAL postgres" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
   compare "add 1 record, WAL postgres" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
   echo
   echo "latencies in ms; ratio = proxy req/s / direct req/s and p50 add = proxy p50 - direct p50, each the median over pairs of back-to-back runs"
+  echo "the nginx rows put a one-worker nginx with upstream keep-alive in the proxy's place: what any proxy hop costs on this machine"
   echo "proxy RSS after the runs: $(rss_mb "$PROXY_PID") MB"
+  # The same figure without drift: every round sends one query to each server in turn.
+  python3 scripts/bench/interleave.py 2000 "$WORK/query.json" "$COLL/$ID/query" "$DIRECT" "$PROXY" ${NGINX:+"$NGINX"} > "$WORK/inter"
+  added_ms() { awk -v u="$1" '$1 == u { print $2 }' "$WORK/inter"; }
+  echo "query c=1 added p50, requests interleaved one at a time (2,000 rounds): chroma-ha $(added_ms "$PROXY") ms${NGINX:+, nginx $(added_ms "$NGINX") ms}"
 fi
 
 if section wal; then

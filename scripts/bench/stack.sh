@@ -69,6 +69,40 @@ start_proxy() {
   wait_http "$PROXY/health"
 }
 
+# start_nginx UPSTREAM_URL: nginx (one worker, keep-alive to the upstream) in front of
+# UPSTREAM_URL, sets $NGINX. A reference hop: what any reverse proxy costs on this machine.
+start_nginx() {
+  if ! command -v nginx >/dev/null; then
+    apt-get install -y -qq nginx-light >/dev/null 2>&1 || return 1
+    service nginx stop >/dev/null 2>&1 || true  # the package starts one on port 80
+  fi
+  local port
+  port="$(free_port)"
+  mkdir -p "$WORK/nginx"
+  cat > "$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  client_max_body_size 40m;
+  upstream chroma { server ${1#http://}; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://chroma; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  nginx -c "$WORK/nginx/nginx.conf" 2> "$WORK/nginx/log" &
+  pids+=($!)
+  NGINX="http://127.0.0.1:$port"
+  wait_http "$NGINX/api/v2/heartbeat"
+}
 
 # rss_mb PID: resident set size of a process, in MB.
 rss_mb() {
