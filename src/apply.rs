@@ -74,22 +74,30 @@ fn with_get_or_create(body: &Bytes) -> Bytes {
 pub const DISCOVERY_RETRY: Duration = Duration::from_secs(1);
 
 /// Collections whose discovery failed recently (an instance could not be asked). Requests for
-/// them are forwarded unchanged until [`DISCOVERY_RETRY`] has passed, instead of each one asking
-/// every instance again and logging again.
-#[derive(Default)]
-pub struct DiscoveryBackoff(Mutex<HashMap<String, Instant>>);
+/// them are forwarded unchanged until the pause has passed, instead of each one asking every
+/// instance again and logging again.
+pub struct DiscoveryBackoff {
+    pause: Duration,
+    failed: Mutex<HashMap<String, Instant>>,
+}
 
 impl DiscoveryBackoff {
+    /// Retries a failed discovery after `pause` ([`DISCOVERY_RETRY`] in the proxy).
+    pub fn new(pause: Duration) -> Self {
+        Self { pause, failed: Mutex::default() }
+    }
+
     /// Whether discovery of collection `id` may be tried now.
     pub fn due(&self, id: &str) -> bool {
-        let mut failed = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        failed.retain(|_, at| at.elapsed() < DISCOVERY_RETRY);
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.retain(|_, at| at.elapsed() < self.pause);
         !failed.contains_key(id)
     }
 
     /// Discovery of collection `id` failed just now.
     pub fn failed(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Instant::now());
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.insert(id.to_string(), Instant::now());
     }
 }
 
@@ -289,11 +297,14 @@ mod tests {
 
     #[test]
     fn a_failed_discovery_is_not_retried_at_once() {
-        let backoff = DiscoveryBackoff::default();
+        let backoff = DiscoveryBackoff::new(Duration::from_secs(3600));
         assert!(backoff.due(C));
         backoff.failed(C);
-        assert!(!backoff.due(C), "retried only after DISCOVERY_RETRY");
+        assert!(!backoff.due(C), "retried only after the pause");
         assert!(backoff.due(R), "other collections are not held back");
+        let no_pause = DiscoveryBackoff::new(Duration::ZERO);
+        no_pause.failed(C);
+        assert!(no_pause.due(C), "due again once the pause has passed");
     }
 
     fn route(method: Method, path: &str) -> Route {

@@ -215,7 +215,8 @@ mod tests {
         assert_eq!(running(), 2, "the write of 2 runs once the first is done");
         release_b.send(()).unwrap();
         release_c.send(()).unwrap();
-        (b.await.unwrap(), c.await.unwrap());
+        b.await.unwrap();
+        c.await.unwrap();
         settle().await;
         assert_eq!(running(), 1, "the whole-scope write runs alone");
         assert!(!d.is_finished());

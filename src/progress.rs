@@ -171,7 +171,10 @@ mod tests {
         let p = std::sync::Arc::new(Progress::new(1));
         let c = Scope::Collection("c".into());
         p.owe(InstanceId(0), &c, 1);
-        assert!(!p.wait_current(InstanceId(0), &[c.clone()], Duration::from_millis(60)).await);
+        assert!(
+            !p.wait_current(InstanceId(0), std::slice::from_ref(&c), Duration::from_millis(60))
+                .await
+        );
         let settler = p.clone();
         let scope = c.clone();
         actix::spawn(async move {

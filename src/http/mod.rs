@@ -22,7 +22,7 @@ use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::router::RouterActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
-use crate::apply::DiscoveryBackoff;
+use crate::apply::{DISCOVERY_RETRY, DiscoveryBackoff};
 use crate::chroma::ids::MappingTable;
 use crate::config::Config;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
@@ -212,7 +212,7 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         store,
         progress,
         table,
-        discovery: DiscoveryBackoff::default(),
+        discovery: DiscoveryBackoff::new(DISCOVERY_RETRY),
         mapping,
         replay,
         replay_counters,
