@@ -89,14 +89,15 @@ impl DiscoveryBackoff {
 
     /// Whether discovery of collection `id` may be tried now.
     pub fn due(&self, id: &str) -> bool {
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        failed.retain(|_, at| at.elapsed() < self.pause);
-        !failed.contains_key(id)
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get(id).is_none_or(|at| at.elapsed() >= self.pause)
     }
 
-    /// Discovery of collection `id` failed just now.
+    /// Discovery of collection `id` failed just now. Expired failures are dropped here, off
+    /// the request path.
     pub fn failed(&self, id: &str) {
         let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.retain(|_, at| at.elapsed() < self.pause);
         failed.insert(id.to_string(), Instant::now());
     }
 }
