@@ -169,8 +169,13 @@ pub fn rewrite_path(path_and_query: &str, from: &str, to: &str) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
-    let rewritten: Vec<&str> = path.split('/').map(|s| if s == from { to } else { s }).collect();
-    let mut out = rewritten.join("/");
+    let mut out = String::with_capacity(path_and_query.len() + to.len());
+    for (n, segment) in path.split('/').enumerate() {
+        if n > 0 {
+            out.push('/');
+        }
+        out.push_str(if segment == from { to } else { segment });
+    }
     if let Some(q) = query {
         out.push('?');
         out.push_str(q);

@@ -274,9 +274,13 @@ pub fn is_collection_id(text: &str) -> bool {
 
 /// Checks that a path segment is a UUID (8-4-4-4-12 hex digits).
 fn collection_id(segment: &str) -> Result<(), RouteError> {
-    let groups: Vec<&str> = segment.split('-').collect();
-    let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
-    if shape && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
+    let hyphen = |i| matches!(i, 8 | 13 | 18 | 23);
+    let shape = segment.len() == 36
+        && segment
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| if hyphen(i) { b == b'-' } else { b.is_ascii_hexdigit() });
+    if shape {
         Ok(())
     } else {
         Err(RouteError::BadCollectionId(format!(
@@ -397,6 +401,9 @@ mod tests {
             format!("{P}/collections/by-id/123"),
             format!("{P}/collections/{}/query", &ID[..35]),
             format!("{P}/collections/zf1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b/count"),
+            format!("{P}/collections/5f1b1a2e3-c4d-4e5f-8a9b-0c1d2e3f4a5b/count"),
+            format!("{P}/collections/{}é/count", &ID[..34]),
+            format!("{P}/collections/{ID}0/count"),
         ] {
             let method =
                 if path.ends_with("count") || path.contains("by-id") { "GET" } else { "POST" };

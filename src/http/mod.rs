@@ -225,6 +225,9 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         App::new()
             .app_data(state.clone())
             .app_data(web::Data::new(Worker::start(&state, timeout)))
+            // Chroma's API first, under a static prefix: its requests never try the other
+            // routes' patterns.
+            .service(web::scope("/api").default_service(web::to(proxy::forward)))
             .configure(service::routes)
             .configure(admin::routes)
             .default_service(web::to(proxy::forward))
