@@ -527,8 +527,9 @@ impl WalStore {
     }
 }
 
-/// One entry given up on for one instance, as `GET /admin/wal/failed` lists it.
-#[derive(Debug, Clone, Serialize)]
+/// One entry given up on for one instance, as `GET /admin/wal/failed` lists it (its fields in
+/// the order [`WalStore::failed`] selects them).
+#[derive(Debug, Clone, Serialize, Queryable)]
 pub struct FailedReplay {
     pub seq: i64,
     pub transaction_id: String,
@@ -651,28 +652,21 @@ impl WalStore {
     /// Entries given up on, oldest first, at most `limit`.
     pub fn failed(&self, limit: i64) -> Result<Vec<FailedReplay>, WalError> {
         with_conn!(self.pool, |conn| {
-            let rows: Vec<(i64, String, String, String, String, i32, Option<String>)> =
-                wal_applied::table
-                    .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
-                    .filter(wal_applied::state.eq(FAILED))
-                    .order(wal_applied::seq)
-                    .limit(limit)
-                    .select((
-                        wal_applied::seq,
-                        wal_entries::txn_id,
-                        wal_entries::kind,
-                        wal_entries::path,
-                        wal_applied::instance,
-                        wal_applied::attempts,
-                        wal_applied::last_error,
-                    ))
-                    .load(conn)?;
-            Ok(rows
-                .into_iter()
-                .map(|(seq, transaction_id, kind, path, instance, attempts, last_error)| {
-                    FailedReplay { seq, transaction_id, kind, path, instance, attempts, last_error }
-                })
-                .collect())
+            Ok(wal_applied::table
+                .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
+                .filter(wal_applied::state.eq(FAILED))
+                .order(wal_applied::seq)
+                .limit(limit)
+                .select((
+                    wal_applied::seq,
+                    wal_entries::txn_id,
+                    wal_entries::kind,
+                    wal_entries::path,
+                    wal_applied::instance,
+                    wal_applied::attempts,
+                    wal_applied::last_error,
+                ))
+                .load::<FailedReplay>(conn)?)
         })
     }
 
