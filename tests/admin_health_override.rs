@@ -38,7 +38,7 @@ fn admin_is_disabled_without_a_token() {
             Some(json!({"healthy": false, "duration_seconds": 3})),
         );
         assert_eq!(answer.status, 403, "{method} {path}: {answer:?}");
-        assert_eq!(answer.body["error"], "Forbidden");
+        assert_eq!(answer.body["error"], "AuthorizationError");
         assert!(answer.body["message"].as_str().unwrap().contains("ADMIN_TOKEN"));
     }
 }
@@ -52,7 +52,7 @@ fn admin_checks_the_token_and_the_body() {
     let proxy = Proxy::start_with_env(&env);
     assert_eq!(admin(&proxy, "GET", "/admin/instances", None, None).status, 401);
     let wrong = admin(&proxy, "GET", "/admin/instances", Some("nope"), None);
-    assert_eq!((wrong.status, wrong.body["error"].as_str()), (401, Some("Unauthorized")));
+    assert_eq!((wrong.status, wrong.body["error"].as_str()), (401, Some("AuthError")));
     let right = admin(&proxy, "GET", "/admin/instances", Some(TOKEN), None);
     assert_eq!(right.status, 200);
     assert_eq!(right.body["instances"][0]["name"], "primary");
@@ -71,7 +71,7 @@ fn admin_checks_the_token_and_the_body() {
             Some(bad.clone()),
         );
         assert_eq!(answer.status, 400, "{bad}: {answer:?}");
-        assert_eq!(answer.body["error"], "InvalidArgument");
+        assert_eq!(answer.body["error"], "InvalidArgumentError");
     }
     let unknown = admin(
         &proxy,

@@ -34,7 +34,7 @@ fn same_key_same_answer_one_execution(wal: WalBackend) {
 
     let other = send(&proxy, "key-1", "another-name");
     assert_eq!(other.status, 422, "{other:?}");
-    assert_eq!(other.body["error"], "IdempotencyKeyReused");
+    assert_eq!(other.body["error"], "InvalidArgumentError");
 
     // The alias header works the same way.
     let body = serde_json::to_vec(&json!({"name": "idempotent"})).unwrap();

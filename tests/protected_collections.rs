@@ -25,7 +25,7 @@ fn deleting_a_protected_collection_is_refused() {
 
     let refused = request("DELETE", &format!("{}{DB}/collections/global", proxy.url()), None);
     assert_eq!(refused.status, 403, "{refused:?}");
-    assert_eq!(refused.body["error"], "Forbidden");
+    assert_eq!(refused.body["error"], "AuthorizationError");
     assert!(refused.body["message"].as_str().unwrap().contains("protected"));
     assert!(proxy.log().contains("collection `global` is protected"));
 

@@ -47,7 +47,7 @@ fn writes_queue_while_every_instance_is_down(wal: WalBackend) {
     let create =
         post(&format!("{}{DB}/collections", proxy.url()), json!({"name": "needs-an-answer"}));
     assert_eq!(create.status, 503, "{create:?}");
-    assert_eq!(create.body["error"], "ServiceUnavailable");
+    assert_eq!(create.body["error"], "InternalError");
     let failed_txn = create.header("x-transaction-id").unwrap();
     assert_eq!(
         wal.query(&format!("SELECT state FROM wal_entries WHERE txn_id = '{failed_txn}'")),

@@ -2,6 +2,7 @@
 //!
 //! Pure functions over methods, paths and headers: nothing here does I/O or holds state.
 
+pub mod errors;
 pub mod headers;
 pub mod ids;
 pub mod routes;

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::chroma::errors::ErrorName;
 use crate::chroma::routes::RouteError;
 
 /// A request the proxy answers without an instance's help.
@@ -51,18 +52,19 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn kind(&self) -> &'static str {
+    /// The Chroma error name the official clients map to their exception for this condition.
+    pub fn name(&self) -> ErrorName {
         match self {
-            Self::NotFound(_) => "NotFound",
-            Self::BadRequest(_) => "InvalidArgument",
-            Self::PayloadTooLarge(_) => "PayloadTooLarge",
-            Self::AdminDisabled | Self::Forbidden(_) => "Forbidden",
-            Self::Unauthorized => "Unauthorized",
-            Self::Unavailable(_) | Self::WalUnavailable(_) => "ServiceUnavailable",
-            Self::Conflict(_) => "Conflict",
-            Self::IdempotencyMismatch(_) => "IdempotencyKeyReused",
-            Self::BadGateway(_) => "BadGateway",
-            Self::Internal(_) => "InternalError",
+            Self::NotFound(_) => ErrorName::NotFound,
+            Self::BadRequest(_) | Self::IdempotencyMismatch(_) => ErrorName::InvalidArgument,
+            // Chroma's own names for 413 and 409.
+            Self::PayloadTooLarge(_) | Self::Conflict(_) => ErrorName::Chroma,
+            Self::AdminDisabled | Self::Forbidden(_) => ErrorName::Authorization,
+            Self::Unauthorized => ErrorName::Auth,
+            Self::Unavailable(_)
+            | Self::WalUnavailable(_)
+            | Self::BadGateway(_)
+            | Self::Internal(_) => ErrorName::Internal,
         }
     }
 }
@@ -85,7 +87,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status_code())
-            .json(json!({"error": self.kind(), "message": self.to_string()}))
+            .json(json!({"error": self.name().as_str(), "message": self.to_string()}))
     }
 }
 
@@ -94,6 +96,32 @@ impl From<RouteError> for ApiError {
         match e {
             RouteError::NotFound(m) => Self::NotFound(m),
             RouteError::BadCollectionId(m) => Self::BadRequest(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_chromas_name_and_status() {
+        let cases = [
+            (ApiError::NotFound(String::new()), 404, "NotFoundError"),
+            (ApiError::BadRequest(String::new()), 400, "InvalidArgumentError"),
+            (ApiError::PayloadTooLarge(1), 413, "ChromaError"),
+            (ApiError::Forbidden(String::new()), 403, "AuthorizationError"),
+            (ApiError::AdminDisabled, 403, "AuthorizationError"),
+            (ApiError::Unauthorized, 401, "AuthError"),
+            (ApiError::WalUnavailable(String::new()), 503, "InternalError"),
+            (ApiError::Conflict(String::new()), 409, "ChromaError"),
+            (ApiError::IdempotencyMismatch(String::new()), 422, "InvalidArgumentError"),
+            (ApiError::Unavailable(String::new()), 503, "InternalError"),
+            (ApiError::BadGateway(String::new()), 502, "InternalError"),
+            (ApiError::Internal(String::new()), 500, "InternalError"),
+        ];
+        for (error, status, name) in cases {
+            assert_eq!((error.status_code().as_u16(), error.name().as_str()), (status, name));
         }
     }
 }
