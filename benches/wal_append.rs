@@ -11,6 +11,8 @@ use actix::{Arbiter, Supervisor};
 use actix_web::web::Bytes;
 use chroma_ha::actors::wal_writer::{Append, WalWriterActor};
 use chroma_ha::config::DatabaseUrl;
+use chroma_ha::instance::InstanceName;
+use chroma_ha::policy::Scope;
 use chroma_ha::wal::models::WriteRecord;
 use chroma_ha::wal::store::{Appended, WalStore};
 
@@ -26,9 +28,8 @@ fn record(n: usize) -> WriteRecord {
         kind: "add",
         method: "POST".into(),
         path: "/api/v2/tenants/default_tenant/databases/default_database/collections/5f1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b/add".into(),
-        headers: r#"{"content-type":"application/json"}"#.into(),
         body: Bytes::from(body),
-        collection: Some("5f1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into()),
+        scope: Scope::Collection("5f1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into()),
     }
 }
 
@@ -42,8 +43,11 @@ fn main() {
     } else {
         DatabaseUrl::Sqlite(url.clone().into())
     };
-    let store = WalStore::open(&database, vec!["primary".into(), "replica".into()])
-        .expect("open the WAL store");
+    let store = WalStore::open(
+        &database,
+        vec![InstanceName::new("primary".into()), InstanceName::new("replica".into())],
+    )
+    .expect("open the WAL store");
     println!("backend {}", store.backend());
     actix::System::new().block_on(async move {
         let head = store.head_seq().expect("head");

@@ -20,6 +20,7 @@ use crate::chroma::ids::{
 };
 use crate::chroma::routes::{Operation, Route};
 use crate::instance::{InstanceId, InstanceSpec};
+use crate::wal::store::WalError;
 
 /// A request ready for one instance.
 #[derive(Debug, Clone)]
@@ -198,19 +199,33 @@ pub fn known_by_name(
     (table.to_instance(&canonical.0, instance) == Translation::Missing).then_some(canonical.0)
 }
 
-/// Persists and publishes identity changes; answers the first error.
+/// Persists and publishes identity changes, in order; answers the first error.
 pub async fn record_changes(
     changes: Vec<Change>,
     mapping: &Addr<MappingCacheActor>,
-) -> Result<(), String> {
+) -> Result<(), WalError> {
+    let unavailable = |e: actix::MailboxError| {
+        WalError::Unavailable(format!("the collection mapping writer did not answer: {e}"))
+    };
     for change in changes {
-        let done = match change {
-            Change::Record(r) => mapping.send(r).await,
-            Change::Forget(f) => mapping.send(f).await,
-        };
-        done.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        match change {
+            Change::Record(r) => mapping.send(r).await.map_err(unavailable)??,
+            Change::Forget(f) => mapping.send(f).await.map_err(unavailable)??,
+        }
     }
     Ok(())
+}
+
+/// Why a collection could not be mapped.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// An instance could not be asked, or answered something other than the collection or
+    /// 404 (a 401, a 5xx, a timeout): reported as what it is, never as a missing collection.
+    #[error("{0}")]
+    Instance(String),
+    /// The mapping could not be persisted.
+    #[error(transparent)]
+    Store(#[from] WalError),
 }
 
 /// Maps a collection the proxy did not see created (it predates the proxy, or was created
@@ -224,17 +239,22 @@ pub async fn discover(
     route: &Route,
     id: &str,
     mapping: &Addr<MappingCacheActor>,
-) -> Result<bool, String> {
+) -> Result<bool, DiscoveryError> {
     let Some((tenant, database)) = route.database.as_deref().and_then(|d| d.split_once('/')) else {
-        return Err("no database in the path".into());
+        return Err(DiscoveryError::Instance("no database in the path".into()));
     };
     let base = format!("/api/v2/tenants/{tenant}/databases/{database}/collections");
     let get = |url: String| async move {
-        let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
+        let failed = |e: String| DiscoveryError::Instance(format!("GET {url}: {e}"));
+        let mut response = client.get(&url).send().await.map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        if status == actix_web::http::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        response.json::<Value>().await.map(Some).map_err(|e| e.to_string())
+        if !status.is_success() {
+            return Err(failed(format!("answered {status}")));
+        }
+        response.json::<Value>().await.map(Some).map_err(|e| failed(e.to_string()))
     };
     let mut known = None;
     for spec in specs {
@@ -263,7 +283,8 @@ pub async fn discover(
             }));
         }
     }
-    record_changes(changes, mapping).await.map(|()| true)
+    record_changes(changes, mapping).await?;
+    Ok(true)
 }
 
 /// `answer` with every collection id of `instance` replaced by its canonical id.

@@ -10,8 +10,21 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct InstanceId(pub usize);
 
-/// Operator-facing name of an instance: `primary`, `replica`, `replica-2`, ...
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+/// Operator-facing name of an instance: `primary`, `replica`, `replica-2`, ... (stored in the
+/// WAL as text; the mapping is in `wal::models`).
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    diesel::AsExpression,
+    diesel::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 #[serde(transparent)]
 pub struct InstanceName(String);
 
@@ -24,6 +37,14 @@ impl InstanceName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::str::FromStr for InstanceName {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
     }
 }
 

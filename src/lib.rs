@@ -24,7 +24,8 @@
 //! - [`chroma::ids`]: canonical collection ids and their translation.
 //! - [`apply`]: one logged write as one instance must receive it, and what its answer implies.
 //! - [`progress`]: what each instance still owes, for read-your-writes routing.
-//! - [`ordering`]: writes that do not commute pass through the proxy one at a time.
+//! - [`policy`]: read or write, the scopes of progress, the claims of writes and how they nest.
+//! - [`ordering`]: writes whose claims conflict pass through the proxy one at a time.
 
 pub mod actors;
 pub mod apply;
@@ -33,6 +34,7 @@ pub mod config;
 pub mod http;
 pub mod instance;
 pub mod ordering;
+pub mod policy;
 pub mod progress;
 pub mod stats;
 pub mod upstream;

@@ -1,64 +1,18 @@
-//! Write ordering: two writes that do not commute never run at once, so for them the order in
-//! the log is the order on every instance. Writes to one collection that name disjoint record
-//! ids commute (Chroma's add, upsert, update and delete by id touch only those records) and run
-//! in parallel; every other write claims its whole scope. Waiters are served first come, first
-//! served: a write never overtakes an earlier one it conflicts with, and a whole-scope claim is
-//! never starved.
+//! Write ordering: two writes whose claims conflict never run at once, so for them the order in
+//! the log is the order on every instance. Claims nest ([`crate::policy::Claim`]): writes to
+//! one collection that name disjoint record ids run in parallel, a collection create or delete
+//! waits for every write of its database, a reset for everything. Waiters are served first
+//! come, first served: a write never overtakes an earlier one it conflicts with, and a wide
+//! claim is never starved.
 //!
 //! Holds only claims: it never logs, routes or executes anything.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tokio::sync::oneshot;
 
-use crate::chroma::routes::{Operation, Route};
-use crate::progress::Scope;
-
-/// What of its scope a write changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// Everything in the scope.
-    Whole,
-    /// Only the records with these ids.
-    Records(HashSet<String>),
-}
-
-impl Claim {
-    /// The claim of a write: its record ids for add, upsert, update and delete by id, the whole
-    /// scope for anything else (a delete with a filter, an unreadable body, other operations).
-    pub fn of(route: &Route, body: &[u8]) -> Self {
-        #[derive(Deserialize)]
-        struct ById {
-            ids: Option<Vec<String>>,
-            #[serde(rename = "where")]
-            filter: Option<IgnoredAny>,
-            where_document: Option<IgnoredAny>,
-        }
-        let by_id = matches!(
-            route.op,
-            Operation::Add | Operation::Upsert | Operation::Update | Operation::DeleteRecords
-        );
-        if !by_id {
-            return Self::Whole;
-        }
-        match serde_json::from_slice::<ById>(body) {
-            Ok(ById { ids: Some(ids), filter: None, where_document: None }) if !ids.is_empty() => {
-                Self::Records(ids.into_iter().collect())
-            }
-            _ => Self::Whole,
-        }
-    }
-
-    fn conflicts(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Records(a), Self::Records(b)) => !a.is_disjoint(b),
-            _ => true,
-        }
-    }
-}
+use crate::policy::Claim;
 
 struct Waiter {
     ticket: u64,
@@ -66,15 +20,17 @@ struct Waiter {
     wake: oneshot::Sender<()>,
 }
 
-/// The claims running and waiting in one scope.
+/// The claims running and waiting.
 #[derive(Default)]
 struct Queue {
+    next: u64,
     running: Vec<(u64, Claim)>,
     waiting: VecDeque<Waiter>,
 }
 
 impl Queue {
-    /// Whether `claim` may run now: no running claim and no earlier waiter conflicts with it.
+    /// Whether `claim` may run now: no running claim and none of the first `ahead` waiters
+    /// conflicts with it.
     fn admits(&self, claim: &Claim, ahead: usize) -> bool {
         self.running.iter().all(|(_, c)| !c.conflicts(claim))
             && self.waiting.iter().take(ahead).all(|w| !w.claim.conflicts(claim))
@@ -97,29 +53,30 @@ impl Queue {
     }
 }
 
-/// The claims of every scope with a write in flight.
+/// The claims of every write in flight.
 #[derive(Default)]
 pub struct WriteOrder {
-    scopes: Mutex<(u64, HashMap<Scope, Queue>)>,
+    queue: Mutex<Queue>,
 }
 
 /// Held while one write is logged, executed and recorded; dropping it lets conflicting writes
 /// go on, also when the write's future is dropped while it waits.
 pub struct Turn<'a> {
     order: &'a WriteOrder,
-    scope: Scope,
     ticket: u64,
 }
 
 impl WriteOrder {
-    /// Waits until `claim` conflicts with no running or earlier write in `scope`.
-    pub async fn turn(&self, scope: &Scope, claim: Claim) -> Turn<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `claim` conflicts with no running or earlier write.
+    pub async fn turn(&self, claim: Claim) -> Turn<'_> {
         let (ticket, wait) = {
-            let mut guard = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-            let (next, scopes) = &mut *guard;
-            *next += 1;
-            let ticket = *next;
-            let queue = scopes.entry(scope.clone()).or_default();
+            let mut queue = self.lock();
+            queue.next += 1;
+            let ticket = queue.next;
             if queue.admits(&claim, queue.waiting.len()) {
                 queue.running.push((ticket, claim));
                 (ticket, None)
@@ -130,7 +87,7 @@ impl WriteOrder {
             }
         };
         // Built before waiting: if this future is dropped while it waits, the turn is released.
-        let turn = Turn { order: self, scope: scope.clone(), ticket };
+        let turn = Turn { order: self, ticket };
         if let Some(wait) = wait {
             // The sender lives in the queue until it wakes us: an error cannot happen.
             let _ = wait.await;
@@ -138,26 +95,23 @@ impl WriteOrder {
         turn
     }
 
-    fn release(&self, scope: &Scope, ticket: u64) {
-        let mut guard = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(queue) = guard.1.get_mut(scope) else { return };
+    fn release(&self, ticket: u64) {
+        let mut queue = self.lock();
         queue.running.retain(|(t, _)| *t != ticket);
         queue.waiting.retain(|w| w.ticket != ticket);
         queue.grant();
-        if queue.running.is_empty() && queue.waiting.is_empty() {
-            guard.1.remove(scope);
-        }
     }
 
     #[cfg(test)]
-    fn scopes(&self) -> usize {
-        self.scopes.lock().unwrap().1.len()
+    fn held(&self) -> (usize, usize) {
+        let queue = self.lock();
+        (queue.running.len(), queue.waiting.len())
     }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.order.release(&self.scope, self.ticket);
+        self.order.release(self.ticket);
     }
 }
 
@@ -166,13 +120,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use actix_web::http::Method;
-
     use super::*;
-    use crate::chroma::routes::classify;
+    use crate::policy::Records;
 
-    fn records(ids: &[&str]) -> Claim {
-        Claim::Records(ids.iter().map(|s| s.to_string()).collect())
+    fn records(collection: &str, ids: &[&str]) -> Claim {
+        Claim::Collection {
+            database: "t/d".into(),
+            collection: collection.into(),
+            records: Records::Ids(ids.iter().map(|s| s.to_string()).collect()),
+        }
     }
 
     fn spawn_turn(
@@ -182,7 +138,7 @@ mod tests {
         let (done, hold) = oneshot::channel::<()>();
         let order = order.clone();
         let task = actix::spawn(async move {
-            let _turn = order.turn(&Scope::Collection("c".into()), claim).await;
+            let _turn = order.turn(claim).await;
             let _ = hold.await;
         });
         (task, done)
@@ -195,69 +151,74 @@ mod tests {
     #[actix::test]
     async fn disjoint_ids_run_together_and_conflicts_wait_in_order() {
         let order = Arc::new(WriteOrder::default());
-        let (a, release_a) = spawn_turn(&order, records(&["1", "2"]));
-        let (b, release_b) = spawn_turn(&order, records(&["3"]));
+        let (a, release_a) = spawn_turn(&order, records("c", &["1", "2"]));
+        let (b, release_b) = spawn_turn(&order, records("c", &["3"]));
         settle().await;
-        // 1 and 3 are running; a write of 2 waits for the first; a whole-scope write waits for
+        // 1 and 3 are running; a write of 2 waits for the first; a database claim waits for
         // all, and a later write of 4 does not overtake it.
-        let (c, release_c) = spawn_turn(&order, records(&["2"]));
+        let (c, release_c) = spawn_turn(&order, records("c", &["2"]));
         settle().await;
-        let (whole, release_whole) = spawn_turn(&order, Claim::Whole);
+        let (whole, release_whole) = spawn_turn(&order, Claim::Database("t/d".into()));
         settle().await;
-        let (d, release_d) = spawn_turn(&order, records(&["4"]));
+        let (d, release_d) = spawn_turn(&order, records("c", &["4"]));
         settle().await;
-        let running =
-            || order.scopes.lock().unwrap().1.values().map(|q| q.running.len()).sum::<usize>();
-        assert_eq!(running(), 2, "only the two disjoint writes run");
+        assert_eq!(order.held(), (2, 3), "only the two disjoint writes run");
         release_a.send(()).unwrap();
         a.await.unwrap();
         settle().await;
-        assert_eq!(running(), 2, "the write of 2 runs once the first is done");
+        assert_eq!(order.held(), (2, 2), "the write of 2 runs once the first is done");
         release_b.send(()).unwrap();
         release_c.send(()).unwrap();
         b.await.unwrap();
         c.await.unwrap();
         settle().await;
-        assert_eq!(running(), 1, "the whole-scope write runs alone");
+        assert_eq!(order.held(), (1, 1), "the database claim runs alone");
         assert!(!d.is_finished());
         release_whole.send(()).unwrap();
         whole.await.unwrap();
         release_d.send(()).unwrap();
         d.await.unwrap();
-        assert_eq!(order.scopes(), 0, "nothing left behind");
+        assert_eq!(order.held(), (0, 0), "nothing left behind");
+    }
+
+    #[actix::test]
+    async fn a_reset_waits_for_every_write_and_holds_back_later_ones() {
+        let order = Arc::new(WriteOrder::default());
+        let (a, release_a) = spawn_turn(&order, records("c", &["1"]));
+        let (b, release_b) = spawn_turn(&order, Claim::Database("t/other".into()));
+        settle().await;
+        let (reset, release_reset) = spawn_turn(&order, Claim::Global);
+        settle().await;
+        let (later, release_later) = spawn_turn(&order, records("elsewhere", &["9"]));
+        settle().await;
+        assert_eq!(order.held(), (2, 2));
+        release_a.send(()).unwrap();
+        release_b.send(()).unwrap();
+        a.await.unwrap();
+        b.await.unwrap();
+        settle().await;
+        assert_eq!(order.held(), (1, 1), "the reset runs alone");
+        release_reset.send(()).unwrap();
+        reset.await.unwrap();
+        release_later.send(()).unwrap();
+        later.await.unwrap();
+        assert_eq!(order.held(), (0, 0));
     }
 
     #[actix::test]
     async fn a_waiter_dropped_before_its_turn_blocks_nobody() {
         let order = Arc::new(WriteOrder::default());
-        let (a, release_a) = spawn_turn(&order, Claim::Whole);
+        let (a, release_a) = spawn_turn(&order, Claim::Global);
         settle().await;
-        let (b, _keep_b) = spawn_turn(&order, Claim::Whole);
+        let (b, _keep_b) = spawn_turn(&order, Claim::Global);
         settle().await;
         b.abort();
         let _ = b.await;
         release_a.send(()).unwrap();
         a.await.unwrap();
-        let (c, release_c) = spawn_turn(&order, Claim::Whole);
+        let (c, release_c) = spawn_turn(&order, Claim::Global);
         release_c.send(()).unwrap();
         c.await.unwrap();
-        assert_eq!(order.scopes(), 0);
-    }
-
-    #[test]
-    fn claims_follow_the_operation_and_the_body() {
-        let path = "/api/v2/tenants/t/databases/d/collections/11111111-2222-3333-4444-555555555555";
-        let route = |op: &str| classify(&Method::POST, &format!("{path}/{op}")).unwrap();
-        assert_eq!(
-            Claim::of(&route("add"), br#"{"ids":["a","b"],"embeddings":[[1],[2]]}"#),
-            records(&["a", "b"])
-        );
-        assert_eq!(Claim::of(&route("delete"), br#"{"ids":["a"]}"#), records(&["a"]));
-        assert_eq!(Claim::of(&route("delete"), br#"{"ids":["a"],"where":{"k":1}}"#), Claim::Whole);
-        assert_eq!(Claim::of(&route("delete"), br#"{"where":{"k":1}}"#), Claim::Whole);
-        assert_eq!(Claim::of(&route("upsert"), b"not json"), Claim::Whole);
-        assert_eq!(Claim::of(&route("update"), br#"{"ids":[]}"#), Claim::Whole);
-        let create = classify(&Method::POST, "/api/v2/tenants/t/databases/d/collections").unwrap();
-        assert_eq!(Claim::of(&create, br#"{"ids":["a"]}"#), Claim::Whole);
+        assert_eq!(order.held(), (0, 0));
     }
 }

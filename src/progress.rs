@@ -14,39 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::instance::InstanceId;
-
-/// The part of Chroma's state a write changes and a read depends on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scope {
-    /// Tenants, databases, reset: everything depends on them.
-    Global,
-    /// The collections of one database (create, delete, rename, fork), by `tenant/database`.
-    Database(String),
-    /// The records of one collection, by canonical id.
-    Collection(String),
-}
-
-impl Scope {
-    /// The text stored in the WAL's `collection` column.
-    pub fn key(&self) -> String {
-        match self {
-            Self::Global => "global".to_string(),
-            Self::Database(d) => format!("database:{d}"),
-            Self::Collection(c) => format!("collection:{c}"),
-        }
-    }
-
-    /// Parses [`Scope::key`].
-    pub fn from_key(key: &str) -> Self {
-        if let Some(d) = key.strip_prefix("database:") {
-            Self::Database(d.to_string())
-        } else if let Some(c) = key.strip_prefix("collection:") {
-            Self::Collection(c.to_string())
-        } else {
-            Self::Global
-        }
-    }
-}
+use crate::policy::Scope;
 
 /// What every instance owes, per scope.
 pub struct Progress {
@@ -157,13 +125,6 @@ mod tests {
         p.owe(InstanceId(1), &c, 1);
         assert!(p.is_current(InstanceId(1), &[c]));
         assert_eq!(p.backlogs()[1], 0);
-    }
-
-    #[test]
-    fn scope_keys_round_trip() {
-        for s in [Scope::Global, Scope::Database("t/d".into()), Scope::Collection("x".into())] {
-            assert_eq!(Scope::from_key(&s.key()), s);
-        }
     }
 
     #[actix::test]

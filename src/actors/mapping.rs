@@ -1,8 +1,10 @@
 //! MappingCacheActor: the only writer of collection identities. Each change is persisted in
 //! the WAL database first, then published to the in-memory [`MappingTable`] every thread reads.
 //!
-//! It never publishes a mapping it could not persist, and never blocks its thread on the
-//! database (persistence runs on actix's blocking pool).
+//! Changes are applied one at a time, in the order they arrive: a change is persisted and
+//! published before the next one starts, so a create and a delete of one collection cannot
+//! land in the other order. It never publishes a mapping it could not persist, and never
+//! blocks its thread on the database (persistence runs on actix's blocking pool).
 
 use std::sync::Arc;
 
@@ -57,7 +59,7 @@ pub fn load(
 ) -> Result<usize, WalError> {
     let rows = store.mappings()?;
     for row in &rows {
-        if let Some(i) = names.iter().position(|n| n.as_str() == row.instance) {
+        if let Some(i) = names.iter().position(|n| *n == row.instance) {
             table.set(
                 &CanonicalId(row.canonical_id.clone()),
                 (&row.tenant, &row.database_name, &row.name),
@@ -76,12 +78,12 @@ impl Actor for MappingCacheActor {
 impl Supervised for MappingCacheActor {}
 
 impl Handler<Record> for MappingCacheActor {
-    type Result = ResponseActFuture<Self, Result<(), WalError>>;
+    type Result = AtomicResponse<Self, Result<(), WalError>>;
 
     fn handle(&mut self, msg: Record, _: &mut Context<Self>) -> Self::Result {
         let row = MappingRow {
             canonical_id: msg.canonical.0.clone(),
-            instance: self.names[msg.instance.0].to_string(),
+            instance: self.names[msg.instance.0].clone(),
             instance_id: msg.local.0.clone(),
             tenant: msg.tenant.clone(),
             database_name: msg.database.clone(),
@@ -90,7 +92,7 @@ impl Handler<Record> for MappingCacheActor {
         };
         let store = self.store.clone();
         let persist = actix_web::rt::task::spawn_blocking(move || store.save_mapping(&row));
-        Box::pin(persist.into_actor(self).map(move |saved, act, _| {
+        AtomicResponse::new(Box::pin(persist.into_actor(self).map(move |saved, act, _| {
             saved.map_err(|e| WalError::Unavailable(e.to_string()))??;
             act.table.set(
                 &msg.canonical,
@@ -110,27 +112,27 @@ impl Handler<Record> for MappingCacheActor {
                 );
             }
             Ok(())
-        }))
+        })))
     }
 }
 
 impl Handler<Forget> for MappingCacheActor {
-    type Result = ResponseActFuture<Self, Result<(), WalError>>;
+    type Result = AtomicResponse<Self, Result<(), WalError>>;
 
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
-        let instance = self.names[msg.instance.0].to_string();
+        let instance = self.names[msg.instance.0].clone();
         let canonical = msg.canonical.clone();
         let persist = actix_web::rt::task::spawn_blocking(move || {
             store.delete_mappings(&instance, canonical.as_ref().map(|c| c.0.as_str()))
         });
-        Box::pin(persist.into_actor(self).map(move |deleted, act, _| {
+        AtomicResponse::new(Box::pin(persist.into_actor(self).map(move |deleted, act, _| {
             deleted.map_err(|e| WalError::Unavailable(e.to_string()))??;
             match &msg.canonical {
                 Some(canonical) => act.table.forget(canonical, msg.instance),
                 None => act.table.forget_instance(msg.instance),
             }
             Ok(())
-        }))
+        })))
     }
 }

@@ -22,12 +22,15 @@ use serde_json::{Map, Value};
 
 use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
 use super::mapping::MappingCacheActor;
-use crate::apply::{discover, identity_changes, known_by_name, prepare, record_changes};
+use crate::apply::{
+    DiscoveryError, discover, identity_changes, known_by_name, prepare, record_changes,
+};
 use crate::chroma::ids::{MappingTable, Translation};
 use crate::chroma::routes::{Operation, Route, classify};
-use crate::instance::{InstanceId, InstanceSpec};
-use crate::progress::{Progress, Scope};
-use crate::wal::models::PendingEntry;
+use crate::instance::{InstanceId, InstanceName, InstanceSpec};
+use crate::policy::{self, Claim, Scope};
+use crate::progress::Progress;
+use crate::wal::models::{EntryRow, EntryState, PendingEntry, Seq};
 use crate::wal::store::{WalError, WalStore};
 
 /// Entries read from the log per round.
@@ -51,10 +54,29 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(100);
 #[rtype(result = "()")]
 pub struct Wake;
 
-/// Admin: give every failed entry a fresh retry budget and replay it; answers how many.
+/// Admin: give failed entries a fresh retry budget and replay them (every one, or one entry,
+/// or one instance's); answers how many.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<usize, WalError>")]
-pub struct RetryFailed;
+pub struct RetryFailed {
+    /// Only this entry.
+    pub seq: Option<Seq>,
+    /// Only on this instance.
+    pub instance: Option<InstanceId>,
+}
+
+/// Admin: mark entry `seq` resolved on `instance` without applying it; answers whether it was
+/// owed there.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<bool, WalError>")]
+pub struct Skip {
+    /// The entry.
+    pub seq: Seq,
+    /// The instance that will not apply it.
+    pub instance: InstanceId,
+    /// Why, for the log.
+    pub reason: String,
+}
 
 /// Replay figures shown in `/status`.
 #[derive(Debug, Default)]
@@ -217,17 +239,52 @@ impl Handler<HealthUpdate> for ReplayActor {
 impl Handler<RetryFailed> for ReplayActor {
     type Result = ResponseActFuture<Self, Result<usize, WalError>>;
 
-    fn handle(&mut self, _: RetryFailed, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RetryFailed, _: &mut Context<Self>) -> Self::Result {
         let store = self.parts.store.clone();
-        let retry = actix_web::rt::task::spawn_blocking(move || store.retry_failed());
-        Box::pin(retry.into_actor(self).map(|result, act, ctx| {
+        let instance = msg.instance.map(|i| self.parts.specs[i.0].name.clone());
+        let what = match (&msg.seq, &instance) {
+            (Some(seq), Some(name)) => format!("entry {seq} on {name}"),
+            (Some(seq), None) => format!("entry {seq}"),
+            (None, Some(name)) => format!("every failed entry of {name}"),
+            (None, None) => "every failed entry".to_string(),
+        };
+        let retry = actix_web::rt::task::spawn_blocking(move || {
+            store.retry_failed(msg.seq, instance.as_ref())
+        });
+        Box::pin(retry.into_actor(self).map(move |result, act, ctx| {
             let count = result.map_err(|e| WalError::Unavailable(e.to_string()))??;
-            info!("admin: {count} failed replays queued again");
+            info!("admin: retry of {what}: {count} failed replays queued again");
             for lane in &mut act.lanes {
                 lane.retry_at = None;
             }
             act.kick_all(ctx);
             Ok(count)
+        }))
+    }
+}
+
+impl Handler<Skip> for ReplayActor {
+    type Result = ResponseActFuture<Self, Result<bool, WalError>>;
+
+    fn handle(&mut self, msg: Skip, _: &mut Context<Self>) -> Self::Result {
+        let store = self.parts.store.clone();
+        let name = self.parts.specs[msg.instance.0].name.clone();
+        let (seq, reason) = (msg.seq, msg.reason.clone());
+        let skipped = actix_web::rt::task::spawn_blocking({
+            let name = name.clone();
+            move || store.skip(seq, &name, &reason)
+        });
+        Box::pin(skipped.into_actor(self).map(move |result, act, ctx| {
+            let scope = result.map_err(|e| WalError::Unavailable(e.to_string()))??;
+            let Some(scope) = scope else { return Ok(false) };
+            warn!(
+                "admin: entry {seq} ({scope}) SKIPPED on {name}, which will not apply it: {}",
+                msg.reason
+            );
+            act.parts.progress.settle(msg.instance, &scope, 1);
+            act.lanes[msg.instance.0].retry_at = None;
+            act.kick(msg.instance, ctx);
+            Ok(true)
         }))
     }
 }
@@ -243,7 +300,7 @@ struct LaneRun {
 /// Consecutive entries applied in one request.
 struct Batch<'a> {
     entries: Vec<&'a PendingEntry>,
-    route: Route,
+    route: Option<Route>,
     body: Bytes,
 }
 
@@ -253,11 +310,59 @@ enum Refusal {
     Down(String),
     /// The instance (or the proxy) refused it.
     Rejected(String),
+    /// The instance applied it, but the log could not record what that implies (a mapping):
+    /// not the entry's fault, so not counted as an attempt.
+    Store(WalError),
+}
+
+/// What a lane does after one batch.
+enum Step {
+    /// Go on with the next batch.
+    Next,
+    /// An entry failed for good: read the window again, with the entries it blocks left out.
+    Reload,
+    /// End the run.
+    Stop(LaneEnd),
+}
+
+/// An entry this instance refused for good, and what it holds back.
+struct Blocker {
+    seq: Seq,
+    claim: Option<Claim>,
+}
+
+impl Blocker {
+    fn of(row: &EntryRow) -> Self {
+        Self { seq: row.seq, claim: entry_claim(row) }
+    }
+
+    /// Whether `p` must wait: it comes later and its claim conflicts with this one's (an entry
+    /// whose route is unknown conflicts with everything).
+    fn blocks(&self, p: &PendingEntry) -> bool {
+        p.entry.seq > self.seq
+            && match (&self.claim, entry_claim(&p.entry)) {
+                (Some(a), Some(b)) => a.conflicts(&b),
+                _ => true,
+            }
+    }
+}
+
+/// The claim of a logged entry, widened to whole collections: a refused write of some records
+/// holds back every later write of its collection.
+fn entry_claim(row: &EntryRow) -> Option<Claim> {
+    let method = Method::from_bytes(row.method.as_bytes()).ok()?;
+    let route = classify(&method, row.path.split('?').next().unwrap_or_default()).ok()?;
+    Some(match Claim::of(&route, &row.body) {
+        Claim::Collection { database, collection, .. } => {
+            Claim::Collection { database, collection, records: policy::Records::All }
+        }
+        other => other,
+    })
 }
 
 impl LaneRun {
-    fn name(&self) -> &str {
-        self.parts.specs[self.instance.0].name.as_str()
+    fn name(&self) -> &InstanceName {
+        &self.parts.specs[self.instance.0].name
     }
 
     async fn drain(self) -> (LaneEnd, usize) {
@@ -293,103 +398,131 @@ impl LaneRun {
     }
 
     async fn apply_all(&self, max_batch: usize) -> LaneEnd {
-        let name = self.name().to_string();
-        loop {
+        let name = self.name().clone();
+        'reload: loop {
+            // Entries this instance refused for good block the later entries they conflict
+            // with (their scope, nested), so a retry can never apply an old write over newer
+            // ones; the others go on.
             let lane = name.clone();
-            let window = match self.blocking(move |s| s.pending(&lane, WINDOW)).await {
-                Ok(window) => window,
-                Err(e) => {
-                    warn!("replay to {name} paused: {e}");
-                    return LaneEnd::Backoff(BACKOFF_BASE * 5);
-                }
+            let blockers = match self.blocking(move |s| s.failed_on(&lane)).await {
+                Ok(rows) => rows.iter().map(Blocker::of).collect::<Vec<_>>(),
+                Err(e) => return self.store_trouble("replay paused", &e),
             };
-            if window.is_empty() {
-                return LaneEnd::Idle;
-            }
-            let full = window.len() as i64 == WINDOW;
-            let read = window.len();
-            let ready: Vec<PendingEntry> =
-                window.into_iter().take_while(|p| p.entry.state != "logged").collect();
-            let in_flight = ready.len() < read;
-            for batch in plan(&ready, max_batch) {
-                if let Some(end) = self.apply_batch(batch).await {
-                    return end;
+            let mut after = Seq(0);
+            loop {
+                let lane = name.clone();
+                let window = match self.blocking(move |s| s.pending(&lane, after, WINDOW)).await {
+                    Ok(window) => window,
+                    Err(e) => return self.store_trouble("replay paused", &e),
+                };
+                let Some(last) = window.last().map(|p| p.entry.seq) else {
+                    return LaneEnd::Idle;
+                };
+                after = last;
+                let full = window.len() as i64 == WINDOW;
+                let read = window.len();
+                let ready: Vec<PendingEntry> = window
+                    .into_iter()
+                    .take_while(|p| p.entry.state != EntryState::Logged)
+                    .collect();
+                let in_flight = ready.len() < read;
+                let runnable: Vec<PendingEntry> =
+                    ready.into_iter().filter(|p| !blockers.iter().any(|b| b.blocks(p))).collect();
+                for batch in plan(&runnable, max_batch) {
+                    match self.apply_batch(batch).await {
+                        Step::Next => {}
+                        Step::Reload => continue 'reload,
+                        Step::Stop(end) => return end,
+                    }
                 }
-            }
-            // Only a backlog is read again at once; new writes wait for the lane's next run,
-            // one batch interval after this one started, so that they are applied together.
-            match (in_flight, full) {
-                (true, _) => return LaneEnd::InFlight,
-                (false, false) => return LaneEnd::Idle,
-                (false, true) => {}
+                // Only a backlog is read again at once; new writes wait for the lane's next run,
+                // one batch interval after this one started, so that they are applied together.
+                match (in_flight, full) {
+                    (true, _) => return LaneEnd::InFlight,
+                    (false, false) => return LaneEnd::Idle,
+                    (false, true) => {}
+                }
             }
         }
     }
 
+    /// The log could not be read or written: back off as for an outage, or, for a bug, longer.
+    fn store_trouble(&self, what: &str, e: &WalError) -> LaneEnd {
+        warn!("{what} for {}: {e}", self.name());
+        match e {
+            WalError::Bug(_) => LaneEnd::Backoff(BACKOFF_MAX),
+            _ => LaneEnd::Backoff(BACKOFF_BASE * 5),
+        }
+    }
+
     /// Applies one batch; a refused merged batch is applied entry by entry to find the culprit.
-    async fn apply_batch(&self, batch: Batch<'_>) -> Option<LaneEnd> {
+    async fn apply_batch(&self, batch: Batch<'_>) -> Step {
         match self.send(&batch).await {
             Ok(()) => self.applied(&batch.entries).await,
             Err(Refusal::Down(reason)) => {
                 let health = &self.parts.health[self.instance.0];
                 health.do_send(ReportFailure { reason: format!("replay: {reason}") });
                 warn!("replay to {} stopped: {reason}", self.name());
-                Some(LaneEnd::Down)
+                Step::Stop(LaneEnd::Down)
+            }
+            Err(Refusal::Store(e)) => {
+                Step::Stop(self.store_trouble(
+                    "replay applied an entry but could not record what it implies",
+                    &e,
+                ))
             }
             Err(Refusal::Rejected(_)) if batch.entries.len() > 1 => {
                 for entry in batch.entries {
-                    if let Some(end) = Box::pin(self.apply_batch(single(entry))).await {
-                        return Some(end);
+                    match Box::pin(self.apply_batch(single(entry))).await {
+                        Step::Next => {}
+                        other => return other,
                     }
                 }
-                None
+                Step::Next
             }
             Err(Refusal::Rejected(reason)) => self.rejected(batch.entries[0], &reason).await,
         }
     }
 
-    async fn applied(&self, entries: &[&PendingEntry]) -> Option<LaneEnd> {
-        let seqs: Vec<i64> = entries.iter().map(|p| p.entry.seq).collect();
-        let name = self.name().to_string();
+    async fn applied(&self, entries: &[&PendingEntry]) -> Step {
+        let seqs: Vec<Seq> = entries.iter().map(|p| p.entry.seq).collect();
+        let name = self.name().clone();
         if let Err(e) = self.blocking(move |s| s.mark_applied(&name, &seqs)).await {
-            warn!("replay to {}: could not record progress: {e}", self.name());
-            return Some(LaneEnd::Backoff(BACKOFF_BASE * 5));
+            return Step::Stop(self.store_trouble("replay could not record progress", &e));
         }
-        let mut by_scope: BTreeMap<Scope, i64> = BTreeMap::new();
+        let mut by_scope: BTreeMap<&Scope, i64> = BTreeMap::new();
         for p in entries {
-            *by_scope
-                .entry(Scope::from_key(p.entry.collection.as_deref().unwrap_or("")))
-                .or_insert(0) += 1;
+            *by_scope.entry(&p.entry.scope).or_insert(0) += 1;
         }
         for (scope, n) in by_scope {
-            self.parts.progress.settle(self.instance, &scope, n);
+            self.parts.progress.settle(self.instance, scope, n);
         }
         self.parts.counters.total.fetch_add(entries.len() as u64, Ordering::Relaxed);
-        None
+        Step::Next
     }
 
-    async fn rejected(&self, pending: &PendingEntry, reason: &str) -> Option<LaneEnd> {
-        let (name, seq, error) = (self.name().to_string(), pending.entry.seq, reason.to_string());
+    async fn rejected(&self, pending: &PendingEntry, reason: &str) -> Step {
+        let (name, seq, error) = (self.name().clone(), pending.entry.seq, reason.to_string());
         let max = self.parts.max_retries;
         let failed = match self.blocking(move |s| s.record_attempt(&name, seq, &error, max)).await {
             Ok(failed) => failed,
             Err(e) => {
-                warn!("replay to {}: could not record the attempt: {e}", self.name());
-                return Some(LaneEnd::Backoff(BACKOFF_BASE * 5));
+                return Step::Stop(self.store_trouble("replay could not record an attempt", &e));
             }
         };
         let entry = &pending.entry;
         if failed {
             error!(
-                "replay to {}: entry {} ({} {}) FAILED after {} attempts: {reason}; see GET /admin/wal/failed",
+                "replay to {}: entry {} ({} {}) FAILED after {} attempts: {reason}; later writes of {} wait on this instance until an admin retries or skips it (GET /admin/wal/failed)",
                 self.name(),
                 entry.seq,
                 entry.kind,
                 entry.path,
-                pending.attempts + 1
+                pending.attempts + 1,
+                entry.scope,
             );
-            // Later entries go on; this one stays owed until an admin retries it.
-            return None;
+            // Later entries of its scope now wait; the rest go on.
+            return Step::Reload;
         }
         let pause =
             BACKOFF_BASE.saturating_mul(1 << pending.attempts.clamp(0, 16)).min(BACKOFF_MAX);
@@ -400,28 +533,39 @@ impl LaneRun {
             entry.kind,
             pending.attempts + 1
         );
-        Some(LaneEnd::Backoff(pause))
+        Step::Stop(LaneEnd::Backoff(pause))
     }
 
     async fn send(&self, batch: &Batch<'_>) -> Result<(), Refusal> {
         let first = &batch.entries[0].entry;
+        let Some(route) = &batch.route else {
+            return Err(Refusal::Rejected(format!(
+                "entry {}: `{} {}` is not a route this version knows",
+                first.seq, first.method, first.path
+            )));
+        };
         let table = &self.parts.table;
-        if let Some(id) = batch.route.collection_id()
+        if let Some(id) = route.collection_id()
             && table.to_instance(id, self.instance) == Translation::Unknown
         {
             let parts = &self.parts;
-            match discover(&self.client, &parts.specs, &batch.route, id, &parts.mapping).await {
+            match discover(&self.client, &parts.specs, route, id, &parts.mapping).await {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(Refusal::Rejected(format!("no instance has collection {id}")));
                 }
                 // An instance could not be asked: not this entry's fault.
-                Err(e) => return Err(Refusal::Down(format!("mapping collection {id}: {e}"))),
+                Err(DiscoveryError::Instance(e)) => {
+                    return Err(Refusal::Down(format!("mapping collection {id}: {e}")));
+                }
+                Err(DiscoveryError::Store(e)) => return Err(Refusal::Store(e)),
             }
         }
-        let prepared = prepare(&batch.route, &first.path, &batch.body, self.instance, table, true)
+        let prepared = prepare(route, &first.path, &batch.body, self.instance, table, true)
             .map_err(|e| Refusal::Rejected(e.to_string()))?;
-        let method = Method::from_bytes(first.method.as_bytes()).unwrap_or(Method::POST);
+        let method = Method::from_bytes(first.method.as_bytes()).map_err(|_| {
+            Refusal::Rejected(format!("entry {}: unknown method `{}`", first.seq, first.method))
+        })?;
         let url = format!("{}{}", self.parts.specs[self.instance.0].url, prepared.path);
         let sent = self
             .client
@@ -433,12 +577,17 @@ impl LaneRun {
         let status = response.status();
         let answer =
             response.body().limit(crate::upstream::MAX_RESPONSE_BYTES).await.unwrap_or_default();
-        let already_gone = status.as_u16() == 404
-            && matches!(
-                batch.route.op,
-                Operation::DeleteRecords | Operation::DeleteCollection | Operation::DeleteDatabase
-            );
-        if !status.is_success() && !already_gone {
+        // Replay is at least once: a delete of what is gone, or a create of a tenant or
+        // database that exists, is done already.
+        let already_done = match (status.as_u16(), route.op) {
+            (
+                404,
+                Operation::DeleteRecords | Operation::DeleteCollection | Operation::DeleteDatabase,
+            ) => true,
+            (409, Operation::CreateTenant | Operation::CreateDatabase) => true,
+            _ => false,
+        };
+        if !status.is_success() && !already_done {
             let text = String::from_utf8_lossy(&answer);
             return Err(Refusal::Rejected(format!(
                 "answered {status}: {}",
@@ -450,25 +599,25 @@ impl LaneRun {
             .as_deref()
             .and_then(|r| serde_json::from_slice::<Value>(r).ok())
             .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
-            .or_else(|| known_by_name(&batch.route, &prepared.body, self.instance, table));
+            .or_else(|| known_by_name(route, &prepared.body, self.instance, table));
         let changes = identity_changes(
-            &batch.route,
+            route,
             &prepared.body,
             &answer,
             self.instance,
             table,
             canonical.as_deref(),
         );
-        record_changes(changes, &self.parts.mapping).await.map_err(Refusal::Rejected)
+        record_changes(changes, &self.parts.mapping).await.map_err(Refusal::Store)
     }
 }
 
-/// A batch of one entry.
+/// A batch of one entry. An entry whose route this version does not know keeps no route, and
+/// is refused when sent.
 fn single(p: &PendingEntry) -> Batch<'_> {
-    let method = Method::from_bytes(p.entry.method.as_bytes()).unwrap_or(Method::POST);
-    let path = p.entry.path.split('?').next().unwrap_or_default();
-    // An entry whose route this version no longer knows is sent as it was logged.
-    let route = classify(&method, path).unwrap_or_else(|_| Route::new(Operation::Read));
+    let route = Method::from_bytes(p.entry.method.as_bytes())
+        .ok()
+        .and_then(|m| classify(&m, p.entry.path.split('?').next().unwrap_or_default()).ok());
     Batch { entries: vec![p], route, body: Bytes::from(p.entry.body.clone()) }
 }
 
@@ -479,15 +628,22 @@ fn plan(ready: &[PendingEntry], max_batch: usize) -> Vec<Batch<'_>> {
     let mut merging: Option<(Batch<'_>, Records)> = None;
     for p in ready {
         let batch = single(p);
-        let mut records = Records::parse(batch.route.op, &p.entry.body);
+        let Some(op) = batch.route.as_ref().map(|r| r.op) else {
+            if let Some((open, merged)) = merging.take() {
+                batches.push(merged.into_batch(open));
+            }
+            batches.push(batch);
+            continue;
+        };
+        let mut records = Records::parse(op, &p.entry.body);
         if let Some((open, merged)) = merging.as_mut()
             && let Some(next) = records.take_if(|next| {
                 open.entries[0].entry.path == p.entry.path
-                    && open.route.op == batch.route.op
+                    && open.route.as_ref().is_some_and(|r| r.op == op)
                     && merged.fits(next, max_batch)
             })
         {
-            merged.absorb(next, batch.route.op);
+            merged.absorb(next, op);
             open.entries.push(p);
             continue;
         }
@@ -608,16 +764,15 @@ mod tests {
     fn entry(seq: i64, kind: &str, body: Value) -> PendingEntry {
         PendingEntry {
             entry: EntryRow {
-                seq,
+                seq: Seq(seq),
                 txn_id: format!("t{seq}"),
                 idempotency_key: None,
                 kind: kind.into(),
                 method: "POST".into(),
                 path: format!("{PATH}/{kind}"),
-                headers: "{}".into(),
                 body: body.to_string().into_bytes(),
-                collection: Some("collection:c".into()),
-                state: "committed".into(),
+                scope: Scope::Collection("c".into()),
+                state: EntryState::Committed,
                 status: Some(200),
                 response: None,
                 error: None,

@@ -14,16 +14,8 @@ use std::sync::Arc;
 use super::guarded;
 use super::health::{HealthUpdate, Subscribe};
 use crate::instance::{InstanceId, Role};
-use crate::progress::{Progress, Scope};
-
-/// Whether a request reads or changes state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Served by any usable instance; replicas preferred READ_REPLICA_RATIO of the time.
-    Read,
-    /// Served by the primary while it is usable, else by a replica.
-    Write,
-}
+use crate::policy::{Access, Scope};
+use crate::progress::Progress;
 
 /// Where should a request of this kind go? Answers the instances that may serve it, best
 /// first; empty if none.

@@ -5,9 +5,6 @@
 
 use actix_web::http::Method;
 
-use crate::actors::router::Access;
-use crate::progress::Scope;
-
 /// Why a request is refused before it reaches any instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -40,9 +37,17 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Read or write.
-    pub fn access(self) -> Access {
-        if self == Self::Read { Access::Read } else { Access::Write }
+    /// Writes that change records of one collection (or what runs on them).
+    pub fn is_record_write(self) -> bool {
+        matches!(
+            self,
+            Self::Add
+                | Self::Update
+                | Self::Upsert
+                | Self::DeleteRecords
+                | Self::AttachFunction
+                | Self::DetachFunction
+        )
     }
 
     /// Name stored in the WAL's `kind` column.
@@ -81,6 +86,8 @@ pub struct Route {
     pub op: Operation,
     /// The collection id (or, for GET and DELETE by name, the name) in its path, if any.
     pub collection: Option<String>,
+    /// The tenant of its path, if any.
+    pub tenant: Option<String>,
     /// `tenant/database` of its path, if any.
     pub database: Option<String>,
     /// Whether the answer carries collection objects, whose ids the proxy rewrites.
@@ -90,7 +97,7 @@ pub struct Route {
 impl Route {
     /// A route doing `op`, with no collection or database in its path.
     pub fn new(op: Operation) -> Self {
-        Self { op, collection: None, database: None, returns_collections: false }
+        Self { op, collection: None, tenant: None, database: None, returns_collections: false }
     }
 
     fn on(op: Operation, collection: &str) -> Self {
@@ -105,38 +112,6 @@ impl Route {
     /// The collection id in the path, when the path addresses one by id.
     pub fn collection_id(&self) -> Option<&str> {
         self.collection.as_deref().filter(|c| collection_id(c).is_ok())
-    }
-
-    /// The scope a write changes: its collection's records, its database's collections, or
-    /// everything.
-    pub fn write_scope(&self) -> Scope {
-        use Operation as Op;
-        let record_op = matches!(
-            self.op,
-            Op::Add
-                | Op::Update
-                | Op::Upsert
-                | Op::DeleteRecords
-                | Op::AttachFunction
-                | Op::DetachFunction
-        );
-        let collection_op = matches!(
-            self.op,
-            Op::CreateCollection | Op::UpdateCollection | Op::DeleteCollection | Op::ForkCollection
-        );
-        match (self.collection_id(), &self.database) {
-            (Some(id), _) if record_op => Scope::Collection(id.to_string()),
-            (_, Some(database)) if collection_op => Scope::Database(database.clone()),
-            _ => Scope::Global,
-        }
-    }
-
-    /// The scopes a read depends on: everything, its database, its collection.
-    pub fn read_scopes(&self) -> Vec<Scope> {
-        let mut scopes = vec![Scope::Global];
-        scopes.extend(self.database.clone().map(Scope::Database));
-        scopes.extend(self.collection_id().map(|id| Scope::Collection(id.to_string())));
-        scopes
     }
 }
 
@@ -193,8 +168,12 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
         }
         _ => None,
     };
+    let tenant = match segments.as_deref() {
+        Some(["tenants", t, ..]) => Some(t.to_string()),
+        _ => database.as_deref().and_then(|d| d.split_once('/')).map(|(t, _)| t.to_string()),
+    };
     match op {
-        Some(route) => Ok(Route { database, ..route }),
+        Some(route) => Ok(Route { tenant, database, ..route }),
         None if is_get => read,
         None => Err(RouteError::NotFound(format!(
             "chroma-ha does not forward {method} {path}: it is not a Chroma v2 write it knows how to replicate"
@@ -296,8 +275,15 @@ mod tests {
     const P: &str = "/api/v2/tenants/default_tenant/databases/default_database";
     const ID: &str = "5f1b1a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
 
+    #[derive(Debug, PartialEq, Eq)]
+    enum Access {
+        Read,
+        Write,
+    }
+
     fn check(method: &str, path: &str) -> Result<Access, RouteError> {
-        classify(&Method::from_bytes(method.as_bytes()).unwrap(), path).map(|r| r.op.access())
+        classify(&Method::from_bytes(method.as_bytes()).unwrap(), path)
+            .map(|r| if r.op == Operation::Read { Access::Read } else { Access::Write })
     }
 
     #[test]
@@ -358,19 +344,17 @@ mod tests {
         let db = Some("default_tenant/default_database".to_string());
         let add = route("POST", &format!("{c}/add"));
         assert_eq!((add.op, add.collection_id(), &add.database), (Operation::Add, Some(ID), &db));
-        assert_eq!(add.write_scope(), Scope::Collection(ID.into()));
         assert_eq!(route("POST", &format!("{c}/delete")).op, Operation::DeleteRecords);
         let delete = route("DELETE", &format!("{P}/collections/docs"));
         assert_eq!(
             (delete.op, delete.collection.as_deref()),
             (Operation::DeleteCollection, Some("docs"))
         );
-        assert_eq!(delete.write_scope(), Scope::Database("default_tenant/default_database".into()));
         let create = route("POST", &format!("{P}/collections"));
         assert!(create.returns_collections && create.op == Operation::CreateCollection);
-        assert_eq!(route("POST", "/api/v2/reset").write_scope(), Scope::Global);
         let query = route("POST", &format!("{c}/query"));
-        assert_eq!(query.read_scopes().len(), 3);
+        assert_eq!(query.tenant.as_deref(), Some("default_tenant"));
+        assert_eq!(route("POST", "/api/v2/tenants/t/databases").tenant.as_deref(), Some("t"));
         assert!(!query.returns_collections);
         assert!(route("GET", &format!("{P}/collections/docs")).returns_collections);
         assert_eq!(route("GET", "/api/v2/collections/t:d:docs").database.as_deref(), Some("t/d"));

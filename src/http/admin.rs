@@ -17,9 +17,10 @@ use super::service::snapshots;
 use super::{AppState, InstanceHandle};
 use crate::actors::health::{ClearForce, ForceHealth};
 use crate::actors::mapping::Record;
-use crate::actors::replay::RetryFailed;
+use crate::actors::replay::{RetryFailed, Skip};
 use crate::chroma::ids::{CanonicalId, InstanceCollectionId};
 use crate::chroma::routes::is_collection_id;
+use crate::wal::models::Seq;
 
 /// Longest override: a forgotten one must not outlive a day.
 pub const MAX_OVERRIDE: Duration = Duration::from_secs(86_400);
@@ -34,7 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/create_mapping", web::post().to(create_mapping))
         .route("/admin/wal/failed", web::get().to(failed_replays))
-        .route("/admin/wal/retry", web::post().to(retry_replays));
+        .route("/admin/wal/retry", web::post().to(retry_replays))
+        .route("/admin/wal/skip", web::post().to(skip_replay));
 }
 
 /// Body of `POST /admin/create_mapping` (the seed deployment's shape).
@@ -108,31 +110,117 @@ async fn create_mapping(
     })))
 }
 
+/// Page size of `GET /admin/wal/failed` when the query names none, and the largest allowed.
+const FAILED_PAGE: i64 = 100;
+const FAILED_PAGE_MAX: i64 = 1_000;
+
+/// Query of `GET /admin/wal/failed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedQuery {
+    /// Entries after this sequence number.
+    #[serde(default)]
+    after: i64,
+    /// At most this many.
+    limit: Option<i64>,
+}
+
+/// One page of failed replays, oldest first; `next_after` pages on.
 async fn failed_replays(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let store = state.store.clone();
-    let failed = web::block(move || store.failed(1_000))
+    let query = web::Query::<FailedQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("expected ?after=SEQ&limit=N: {e}")))?;
+    let limit = query.limit.unwrap_or(FAILED_PAGE);
+    if !(1..=FAILED_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {FAILED_PAGE_MAX}")));
+    }
+    let (store, after) = (state.store.clone(), Seq(query.after));
+    let failed = web::block(move || store.failed(after, limit))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(json!({ "failed": failed })))
+    let next_after = (failed.len() as i64 == limit).then(|| failed.last().map(|f| f.seq)).flatten();
+    Ok(HttpResponse::Ok().json(json!({ "failed": failed, "next_after": next_after })))
+}
+
+/// Body of `POST /admin/wal/retry`: both optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    seq: Option<i64>,
+    instance: Option<String>,
 }
 
 async fn retry_replays(
     req: HttpRequest,
+    body: Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
+    let body: RetryBody = if body.is_empty() {
+        RetryBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "expected no body, or {{\"seq\": number, \"instance\": name}} (both optional): {e}"
+            ))
+        })?
+    };
+    let instance = match &body.instance {
+        Some(name) => Some(self::instance(&state, name)?.spec.id),
+        None => None,
+    };
     let count = state
         .replay
-        .send(RetryFailed)
+        .send(RetryFailed { seq: body.seq.map(Seq), instance })
         .await
         .map_err(|e| ApiError::Internal(format!("replay actor unavailable: {e}")))?
         .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(json!({ "requeued": count })))
+}
+
+/// Body of `POST /admin/wal/skip`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkipBody {
+    seq: i64,
+    instance: String,
+    reason: String,
+}
+
+/// Marks one entry resolved on one instance without applying it, logged with the reason.
+async fn skip_replay(
+    req: HttpRequest,
+    body: Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let body: SkipBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"seq\": number, \"instance\": name, \"reason\": text}}: {e}"
+        ))
+    })?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::BadRequest("reason must say why the entry is skipped".into()));
+    }
+    let instance = self::instance(&state, &body.instance)?.spec.id;
+    let skipped = state
+        .replay
+        .send(Skip { seq: Seq(body.seq), instance, reason: body.reason.clone() })
+        .await
+        .map_err(|e| ApiError::Internal(format!("replay actor unavailable: {e}")))?
+        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+    if !skipped {
+        return Err(ApiError::NotFound(format!(
+            "entry {} is not owed by {}: nothing to skip",
+            body.seq, body.instance
+        )));
+    }
+    Ok(HttpResponse::Ok()
+        .json(json!({"seq": body.seq, "instance": body.instance, "skipped": true})))
 }
 
 /// Body of `POST /admin/instances/{name}/health`.

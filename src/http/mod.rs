@@ -27,7 +27,7 @@ use crate::chroma::ids::MappingTable;
 use crate::config::Config;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
 use crate::ordering::WriteOrder;
-use crate::progress::{Progress, Scope};
+use crate::progress::Progress;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
 use crate::wal::store::{WalError, WalStore};
@@ -125,7 +125,7 @@ fn start_wal(
     config: &Config,
     specs: &[InstanceSpec],
 ) -> Result<(WalStore, Addr<WalWriterActor>), WalError> {
-    let names = specs.iter().map(|s| s.name.to_string()).collect();
+    let names = specs.iter().map(|s| s.name.clone()).collect();
     let store = WalStore::open(&config.database, names)?;
     let (queued, dropped) = store.recover()?;
     if queued > 0 {
@@ -160,8 +160,8 @@ fn load_replication_state(
     let progress = Arc::new(Progress::new(specs.len()));
     let mut owed = 0;
     for (instance, scope, count) in store.owed()? {
-        if let Some(i) = names.iter().position(|n| n.as_str() == instance) {
-            progress.owe(InstanceId(i), &Scope::from_key(scope.as_deref().unwrap_or("")), count);
+        if let Some(i) = names.iter().position(|n| *n == instance) {
+            progress.owe(InstanceId(i), &scope, count);
             owed += count;
         }
     }

@@ -12,13 +12,13 @@ use log::{error, warn};
 use super::error::ApiError;
 use super::{AppState, Worker, write};
 use crate::actors::health::{ReportFailure, RequestProbe};
-use crate::actors::router::{Access, RouteRequest};
+use crate::actors::router::RouteRequest;
 use crate::apply::{self, DISCOVERY_RETRY, NotOnInstance, Prepared, canonical_answer};
 use crate::chroma::headers::keep_response_header;
 use crate::chroma::ids::Translation;
 use crate::chroma::routes::{Route, classify};
 use crate::instance::InstanceId;
-use crate::progress::Scope;
+use crate::policy::{Access, Scope};
 use crate::stats::bump;
 use crate::upstream::UpstreamResponse;
 
@@ -57,10 +57,10 @@ pub async fn forward(
             }
         }
     }
-    match route.op.access() {
+    match Access::of(route.op) {
         Access::Read => {
             bump(&stats.reads);
-            let scopes = route.read_scopes();
+            let scopes = Scope::of_read(&route);
             let candidates = candidates(&worker, Access::Read, scopes.clone()).await?;
             let path = path_and_query(&req);
             let prepare = |i| apply::prepare(&route, path, &body, i, &state.table, false);

@@ -129,7 +129,7 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         .zip(owed)
         .map(|(snapshot, owed)| {
             let mut entry = serde_json::to_value(snapshot).unwrap_or_default();
-            let backlog = backlogs.iter().find(|b| b.instance == snapshot.name.as_str());
+            let backlog = backlogs.iter().find(|b| b.instance == snapshot.name);
             if snapshot.healthy && snapshot.state == "healthy" && owed > 0 {
                 entry["state"] = json!("catching_up");
             }

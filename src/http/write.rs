@@ -5,7 +5,7 @@
 //! the WAL cannot take is refused with 503 and executed nowhere.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use log::{error, warn};
@@ -15,12 +15,10 @@ use super::error::ApiError;
 use super::proxy::{Execution, candidates, execute, path_and_query, respond, unavailable};
 use super::{AppState, Worker};
 use crate::actors::replay::Wake;
-use crate::actors::router::Access;
 use crate::actors::wal_writer::{Append, Resolve};
 use crate::apply::{self, canonical_answer, identity_changes, record_changes};
 use crate::chroma::routes::{Operation, Route};
-use crate::ordering::Claim;
-use crate::progress::Scope;
+use crate::policy::{Access, Claim, Scope};
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
 use crate::wal::store::Appended;
 
@@ -41,12 +39,11 @@ pub async fn write(
 ) -> Result<HttpResponse, ApiError> {
     refuse_protected(req, route, state)?;
     let key = idempotency_key(req)?;
-    let scope = route.write_scope();
+    let scope = Scope::of_write(route);
     // Writes that do not commute run one at a time: the log's order is their order on every
     // instance.
-    let _turn = state.order.turn(&scope, Claim::of(route, &body)).await;
+    let _turn = state.order.turn(Claim::of(route, &body)).await;
     let path = path_and_query(req);
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let record = WriteRecord {
         // Time-ordered ids land at the right edge of the txn_id index: a group commit touches
         // one index page instead of one per entry.
@@ -55,9 +52,8 @@ pub async fn write(
         kind: route.op.name(),
         method: req.method().to_string(),
         path: path.to_string(),
-        headers: json!({ "content-type": content_type }).to_string(),
         body: body.clone(),
-        collection: Some(scope.key()),
+        scope: scope.clone(),
     };
     let txn_id = record.txn_id.clone();
     let appended = state
@@ -77,7 +73,7 @@ pub async fn write(
     // No router (it is restarting): as if no instance were usable.
     let execution = match candidates(worker, Access::Write, Vec::new()).await {
         Ok(candidates) => {
-            let mut waits = route.read_scopes();
+            let mut waits = Scope::of_read(route);
             if !waits.contains(&scope) {
                 waits.push(scope.clone());
             }
@@ -118,8 +114,8 @@ impl OwedOutcome<'_> {
         if matches!(resolution.state, EntryState::Committed | EntryState::Queued) {
             let applied_on = resolution
                 .applied_on
-                .as_deref()
-                .and_then(|name| self.state.instance(name))
+                .as_ref()
+                .and_then(|name| self.state.instance(name.as_str()))
                 .map(|i| i.spec.id);
             self.state.progress.owe_all_but(self.scope, applied_on);
         }
@@ -221,7 +217,7 @@ async fn resolve(
             let mut resolution =
                 outcome(entry_state, answer.status, Some(answer.body.clone()), None);
             if entry_state == EntryState::Committed {
-                resolution.applied_on = Some(state.instances[instance.0].spec.name.to_string());
+                resolution.applied_on = Some(state.instances[instance.0].spec.name.clone());
             }
             (resolution, respond(answer))
         }

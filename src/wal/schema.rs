@@ -10,9 +10,8 @@ diesel::table! {
         kind -> Text,
         method -> Text,
         path -> Text,
-        headers -> Text,
         body -> Binary,
-        collection -> Nullable<Text>,
+        scope -> Text,
         state -> Text,
         status -> Nullable<Integer>,
         response -> Nullable<Binary>,
@@ -49,7 +48,4 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(wal_entries, wal_applied, collection_map);
 
-diesel::allow_columns_to_appear_in_same_group_by_clause!(
-    wal_applied::instance,
-    wal_entries::collection
-);
+diesel::allow_columns_to_appear_in_same_group_by_clause!(wal_applied::instance, wal_entries::scope);

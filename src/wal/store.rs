@@ -17,27 +17,36 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde::Serialize;
 
 use super::models::{
-    APPLIED, AppliedRow, EntryRow, EntryState, FAILED, MappingRow, NewEntry, PendingEntry,
-    Resolution, Seq, WriteRecord, now_ms,
+    AppliedRow, ApplyState, EntryRow, EntryState, MappingRow, NewEntry, PendingEntry, Resolution,
+    Seq, WriteRecord, now_ms,
 };
 use super::schema::{collection_map, wal_applied, wal_entries};
 use crate::config::DatabaseUrl;
+use crate::instance::InstanceName;
+use crate::policy::Scope;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// Per-instance state of an entry not yet applied there.
-pub const PENDING: &str = "pending";
 /// Longest wait for a pooled connection: a WAL store that does not answer in this time is down,
 /// and the write is refused rather than left hanging.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why the WAL could not do what was asked.
+/// Why the WAL could not do what was asked. Each variant leads to a different answer: a store
+/// that is down is retried (and writes are refused meanwhile), a conflict is another writer's
+/// claim on the same row, a bug is reported and never retried as if the store were down.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WalError {
-    /// The store cannot be reached or refused the statement; retry later.
+    /// The store cannot be reached or did not finish the statement; retry later.
     #[error("write-ahead log store unavailable: {0}")]
     Unavailable(String),
+    /// A row is already taken (a duplicate key).
+    #[error("write-ahead log conflict: {0}")]
+    Conflict(String),
+    /// The log holds something this version cannot read, or a statement is wrong: a bug or a
+    /// damaged log, not an outage.
+    #[error("write-ahead log error (not an outage): {0}")]
+    Bug(String),
     /// The schema could not be brought up to date.
     #[error("write-ahead log migration failed: {0}")]
     Migration(String),
@@ -45,7 +54,20 @@ pub enum WalError {
 
 impl From<diesel::result::Error> for WalError {
     fn from(e: diesel::result::Error) -> Self {
-        Self::Unavailable(e.to_string())
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
+        match &e {
+            Error::DatabaseError(Kind::UniqueViolation, _) => Self::Conflict(e.to_string()),
+            Error::DatabaseError(
+                Kind::ForeignKeyViolation | Kind::NotNullViolation | Kind::CheckViolation,
+                _,
+            )
+            | Error::DeserializationError(_)
+            | Error::SerializationError(_)
+            | Error::QueryBuilderError(_)
+            | Error::InvalidCString(_)
+            | Error::NotFound => Self::Bug(e.to_string()),
+            _ => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -156,32 +178,32 @@ pub struct WalStatus {
     /// Entries applied by replay since the proxy started.
     pub total_replayed: u64,
     /// Highest sequence number in the log (0 when empty).
-    pub head_seq: i64,
+    pub head_seq: Seq,
 }
 
 /// Entries one instance still lacks.
 #[derive(Debug, Clone, Serialize)]
 pub struct Backlog {
     /// The instance.
-    pub instance: String,
+    pub instance: InstanceName,
     /// How many entries it lacks.
     pub entries: i64,
     /// Age in seconds of the oldest one, or null.
     pub oldest_seconds: Option<f64>,
     /// Every entry up to this sequence number is applied there.
-    pub applied_seq: i64,
+    pub applied_seq: Seq,
 }
 
 /// One write as `GET /transactions/{id}` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransactionView {
     pub transaction_id: String,
-    pub seq: i64,
-    pub state: String,
+    pub seq: Seq,
+    pub state: EntryState,
     pub kind: String,
     pub method: String,
     pub path: String,
-    pub collection: Option<String>,
+    pub scope: String,
     pub status: Option<i32>,
     pub error: Option<String>,
     pub created_at: String,
@@ -192,7 +214,7 @@ pub struct TransactionView {
 /// One entry on one instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceApplication {
-    pub instance: String,
+    pub instance: InstanceName,
     /// `applied`, `pending` or `failed`; `not_applicable` for rejected and failed writes.
     pub state: String,
     pub attempts: i32,
@@ -203,12 +225,12 @@ pub struct InstanceApplication {
 #[derive(Clone)]
 pub struct WalStore {
     pool: std::sync::Arc<AnyPool>,
-    instances: std::sync::Arc<Vec<String>>,
+    instances: std::sync::Arc<Vec<InstanceName>>,
 }
 
 impl WalStore {
     /// Connects, applies pending migrations, and returns the store for these instances.
-    pub fn open(url: &DatabaseUrl, instances: Vec<String>) -> Result<Self, WalError> {
+    pub fn open(url: &DatabaseUrl, instances: Vec<InstanceName>) -> Result<Self, WalError> {
         let pool = match url {
             DatabaseUrl::Postgres(url) => {
                 let pool = Pool::builder()
@@ -254,17 +276,17 @@ impl WalStore {
         with_conn!(self.pool, |conn| {
             conn.transaction::<_, WalError, _>(|c| {
                 let queued = diesel::update(
-                    wal_entries::table.filter(wal_entries::state.eq(EntryState::Logged.as_str())),
+                    wal_entries::table.filter(wal_entries::state.eq(EntryState::Logged)),
                 )
                 .set((
-                    wal_entries::state.eq(EntryState::Queued.as_str()),
+                    wal_entries::state.eq(EntryState::Queued),
                     wal_entries::error.eq("outcome unknown: the proxy stopped while executing it"),
                     wal_entries::updated_ms.eq(now_ms()),
                 ))
                 .execute(c)?;
                 let dropped = diesel::delete(
                     wal_applied::table
-                        .filter(wal_applied::state.eq(PENDING))
+                        .filter(wal_applied::state.eq(ApplyState::Pending))
                         .filter(wal_applied::instance.ne_all(known)),
                 )
                 .execute(c)?;
@@ -276,9 +298,9 @@ impl WalStore {
     /// Highest sequence number in the log, 0 when empty.
     pub fn head_seq(&self) -> Result<Seq, WalError> {
         with_conn!(self.pool, |conn| {
-            let head: Option<i64> =
+            let head: Option<Seq> =
                 wal_entries::table.select(diesel::dsl::max(wal_entries::seq)).first(conn)?;
-            Ok(Seq(head.unwrap_or(0)))
+            Ok(head.unwrap_or(Seq(0)))
         })
     }
 
@@ -327,7 +349,7 @@ impl WalStore {
                         match earlier {
                             // A failed write is one the client was told failed: a retry under
                             // its key must run, not replay the failure.
-                            Some(earlier) if earlier.state == EntryState::Failed.as_str() => {
+                            Some(earlier) if earlier.state == EntryState::Failed => {
                                 diesel::update(wal_entries::table.find(earlier.seq))
                                     .set(wal_entries::idempotency_key.eq(None::<String>))
                                     .execute(c)?;
@@ -340,16 +362,15 @@ impl WalStore {
                         }
                     }
                     rows.push(NewEntry {
-                        seq: next,
+                        seq: Seq(next),
                         txn_id: &record.txn_id,
                         idempotency_key: record.idempotency_key.as_deref(),
                         kind: record.kind,
                         method: &record.method,
                         path: &record.path,
-                        headers: &record.headers,
                         body: &record.body,
-                        collection: record.collection.as_deref(),
-                        state: EntryState::Logged.as_str(),
+                        scope: &record.scope,
+                        state: EntryState::Logged,
                         created_ms: now,
                         updated_ms: now,
                     });
@@ -364,7 +385,7 @@ impl WalStore {
                             instances.iter().map(move |instance| AppliedRow {
                                 seq: row.seq,
                                 instance: instance.clone(),
-                                state: PENDING.to_string(),
+                                state: ApplyState::Pending,
                                 attempts: 0,
                                 last_error: None,
                                 updated_ms: now,
@@ -374,16 +395,16 @@ impl WalStore {
                     diesel::insert_into(wal_applied::table).values(&pending).execute(c)?;
                 }
                 for r in resolutions {
-                    diesel::update(wal_entries::table.find(r.seq.0))
+                    diesel::update(wal_entries::table.find(r.seq))
                         .set((
-                            wal_entries::state.eq(r.state.as_str()),
+                            wal_entries::state.eq(r.state),
                             wal_entries::status.eq(r.status.map(i32::from)),
                             wal_entries::response.eq(r.response.as_deref()),
                             wal_entries::error.eq(r.error.as_deref()),
                             wal_entries::updated_ms.eq(now),
                         ))
                         .execute(c)?;
-                    let rows_of_entry = wal_applied::table.filter(wal_applied::seq.eq(r.seq.0));
+                    let rows_of_entry = wal_applied::table.filter(wal_applied::seq.eq(r.seq));
                     match r.state {
                         EntryState::Rejected | EntryState::Failed => {
                             diesel::delete(rows_of_entry).execute(c)?;
@@ -394,7 +415,7 @@ impl WalStore {
                                     rows_of_entry.filter(wal_applied::instance.eq(instance)),
                                 )
                                 .set((
-                                    wal_applied::state.eq(super::models::APPLIED),
+                                    wal_applied::state.eq(ApplyState::Applied),
                                     wal_applied::attempts.eq(wal_applied::attempts + 1),
                                     wal_applied::updated_ms.eq(now),
                                 ))
@@ -435,19 +456,19 @@ impl WalStore {
     ) -> Result<(WalStatus, Vec<Backlog>), WalError> {
         let backend = self.backend();
         with_conn!(self.pool, |conn| {
-            let pending = wal_applied::table.filter(wal_applied::state.eq(PENDING));
+            let pending = wal_applied::table.filter(wal_applied::state.eq(ApplyState::Pending));
             let pending_writes: i64 = pending
                 .select(diesel::dsl::count(wal_applied::seq).aggregate_distinct())
                 .first(conn)?;
             let failed_replays: i64 = wal_applied::table
-                .filter(wal_applied::state.eq(FAILED))
+                .filter(wal_applied::state.eq(ApplyState::Failed))
                 .count()
                 .get_result(conn)?;
-            let oldest_seq: Option<i64> =
+            let oldest_seq: Option<Seq> =
                 pending.select(diesel::dsl::min(wal_applied::seq)).first(conn)?;
-            let head: Option<i64> =
+            let head: Option<Seq> =
                 wal_entries::table.select(diesel::dsl::max(wal_entries::seq)).first(conn)?;
-            let age = |seq: Option<i64>, conn: &mut _| -> Result<Option<f64>, WalError> {
+            let age = |seq: Option<Seq>, conn: &mut _| -> Result<Option<f64>, WalError> {
                 let Some(seq) = seq else { return Ok(None) };
                 let created: i64 =
                     wal_entries::table.find(seq).select(wal_entries::created_ms).first(conn)?;
@@ -458,13 +479,13 @@ impl WalStore {
             for instance in self.instances.iter() {
                 let mine = pending.filter(wal_applied::instance.eq(instance));
                 let entries: i64 = mine.count().get_result(conn)?;
-                let oldest: Option<i64> =
+                let oldest: Option<Seq> =
                     mine.select(diesel::dsl::min(wal_applied::seq)).first(conn)?;
                 backlogs.push(Backlog {
                     instance: instance.clone(),
                     entries,
                     oldest_seconds: age(oldest, conn)?,
-                    applied_seq: oldest.map_or(head.unwrap_or(0), |first| first - 1),
+                    applied_seq: oldest.map_or(head.unwrap_or(Seq(0)), |first| Seq(first.0 - 1)),
                 });
             }
             let status = WalStatus {
@@ -474,7 +495,7 @@ impl WalStore {
                 failed_replays,
                 oldest_pending,
                 total_replayed,
-                head_seq: head.unwrap_or(0),
+                head_seq: head.unwrap_or(Seq(0)),
             };
             Ok((status, backlogs))
         })
@@ -498,13 +519,13 @@ impl WalStore {
                 )
                 .set(wal_entries::idempotency_key.eq(None::<String>))
                 .execute(c)?;
-                let unfinished: Option<i64> = wal_applied::table
-                    .filter(wal_applied::state.ne(super::models::APPLIED))
+                let unfinished: Option<Seq> = wal_applied::table
+                    .filter(wal_applied::state.eq_any([ApplyState::Pending, ApplyState::Failed]))
                     .select(diesel::dsl::min(wal_applied::seq))
                     .first(c)?;
                 let mut old = wal_entries::table
                     .filter(wal_entries::created_ms.lt(cutoff_ms))
-                    .filter(wal_entries::state.ne(EntryState::Logged.as_str()))
+                    .filter(wal_entries::state.ne(EntryState::Logged))
                     .select(wal_entries::seq)
                     .order(wal_entries::seq)
                     .limit(limit)
@@ -512,7 +533,7 @@ impl WalStore {
                 if let Some(first) = unfinished {
                     old = old.filter(wal_entries::seq.lt(first));
                 }
-                let seqs: Vec<i64> = old.load(c)?;
+                let seqs: Vec<Seq> = old.load(c)?;
                 if seqs.is_empty() {
                     return Ok((0, keys));
                 }
@@ -531,11 +552,11 @@ impl WalStore {
 /// the order [`WalStore::failed`] selects them).
 #[derive(Debug, Clone, Serialize, Queryable)]
 pub struct FailedReplay {
-    pub seq: i64,
+    pub seq: Seq,
     pub transaction_id: String,
     pub kind: String,
     pub path: String,
-    pub instance: String,
+    pub instance: InstanceName,
     pub attempts: i32,
     pub last_error: Option<String>,
 }
@@ -562,7 +583,11 @@ impl WalStore {
     }
 
     /// Forgets one instance's id for a canonical collection, or (with `None`) all of its ids.
-    pub fn delete_mappings(&self, instance: &str, canonical: Option<&str>) -> Result<(), WalError> {
+    pub fn delete_mappings(
+        &self,
+        instance: &InstanceName,
+        canonical: Option<&str>,
+    ) -> Result<(), WalError> {
         with_conn!(self.pool, |conn| {
             let rows = collection_map::table.filter(collection_map::instance.eq(instance));
             match canonical {
@@ -575,13 +600,20 @@ impl WalStore {
         })
     }
 
-    /// The next entries `instance` has not applied, in log order, at most `limit`.
-    pub fn pending(&self, instance: &str, limit: i64) -> Result<Vec<PendingEntry>, WalError> {
+    /// The next entries after `after` that `instance` has not applied, in log order, at most
+    /// `limit`.
+    pub fn pending(
+        &self,
+        instance: &InstanceName,
+        after: Seq,
+        limit: i64,
+    ) -> Result<Vec<PendingEntry>, WalError> {
         with_conn!(self.pool, |conn| {
             let rows: Vec<(EntryRow, i32)> = wal_applied::table
                 .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
                 .filter(wal_applied::instance.eq(instance))
-                .filter(wal_applied::state.eq(PENDING))
+                .filter(wal_applied::state.eq(ApplyState::Pending))
+                .filter(wal_applied::seq.gt(after))
                 .order(wal_applied::seq)
                 .limit(limit)
                 .select((EntryRow::as_select(), wal_applied::attempts))
@@ -591,7 +623,7 @@ impl WalStore {
     }
 
     /// Marks entries applied on `instance`.
-    pub fn mark_applied(&self, instance: &str, seqs: &[i64]) -> Result<(), WalError> {
+    pub fn mark_applied(&self, instance: &InstanceName, seqs: &[Seq]) -> Result<(), WalError> {
         with_conn!(self.pool, |conn| {
             conn.before_transaction(false)?;
             diesel::update(
@@ -600,7 +632,7 @@ impl WalStore {
                     .filter(wal_applied::seq.eq_any(seqs)),
             )
             .set((
-                wal_applied::state.eq(APPLIED),
+                wal_applied::state.eq(ApplyState::Applied),
                 wal_applied::attempts.eq(wal_applied::attempts + 1),
                 wal_applied::updated_ms.eq(now_ms()),
             ))
@@ -613,8 +645,8 @@ impl WalStore {
     /// failed there. Answers whether it is failed now.
     pub fn record_attempt(
         &self,
-        instance: &str,
-        seq: i64,
+        instance: &InstanceName,
+        seq: Seq,
         error: &str,
         max_attempts: i32,
     ) -> Result<bool, WalError> {
@@ -628,7 +660,11 @@ impl WalStore {
                 .set((
                     wal_applied::attempts.eq(attempts + 1),
                     wal_applied::last_error.eq(error),
-                    wal_applied::state.eq(if failed { FAILED } else { PENDING }),
+                    wal_applied::state.eq(if failed {
+                        ApplyState::Failed
+                    } else {
+                        ApplyState::Pending
+                    }),
                     wal_applied::updated_ms.eq(now_ms()),
                 ))
                 .execute(conn)?;
@@ -637,25 +673,40 @@ impl WalStore {
     }
 
     /// Per instance and scope key, how many replicated entries are still pending or failed there.
-    pub fn owed(&self) -> Result<Vec<(String, Option<String>, i64)>, WalError> {
+    pub fn owed(&self) -> Result<Vec<(InstanceName, Scope, i64)>, WalError> {
         with_conn!(self.pool, |conn| {
             Ok(wal_applied::table
                 .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
-                .filter(wal_applied::state.eq_any([PENDING, FAILED]))
+                .filter(wal_applied::state.eq_any([ApplyState::Pending, ApplyState::Failed]))
                 .filter(wal_entries::state.eq_any(EntryState::TO_REPLICATE))
-                .group_by((wal_applied::instance, wal_entries::collection))
-                .select((wal_applied::instance, wal_entries::collection, diesel::dsl::count_star()))
+                .group_by((wal_applied::instance, wal_entries::scope))
+                .select((wal_applied::instance, wal_entries::scope, diesel::dsl::count_star()))
                 .load(conn)?)
         })
     }
 
-    /// Entries given up on, oldest first, at most `limit`.
-    pub fn failed(&self, limit: i64) -> Result<Vec<FailedReplay>, WalError> {
+    /// The entries `instance` refused for good, in log order: they hold back later entries of
+    /// their scope there. Few by nature: each is an incident for an admin.
+    pub fn failed_on(&self, instance: &InstanceName) -> Result<Vec<EntryRow>, WalError> {
         with_conn!(self.pool, |conn| {
             Ok(wal_applied::table
                 .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
-                .filter(wal_applied::state.eq(FAILED))
+                .filter(wal_applied::instance.eq(instance))
+                .filter(wal_applied::state.eq(ApplyState::Failed))
                 .order(wal_applied::seq)
+                .select(EntryRow::as_select())
+                .load(conn)?)
+        })
+    }
+
+    /// Entries given up on after `after`, oldest first, at most `limit`.
+    pub fn failed(&self, after: Seq, limit: i64) -> Result<Vec<FailedReplay>, WalError> {
+        with_conn!(self.pool, |conn| {
+            Ok(wal_applied::table
+                .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
+                .filter(wal_applied::state.eq(ApplyState::Failed))
+                .filter(wal_applied::seq.gt(after))
+                .order((wal_applied::seq, wal_applied::instance))
                 .limit(limit)
                 .select((
                     wal_applied::seq,
@@ -670,16 +721,65 @@ impl WalStore {
         })
     }
 
-    /// Puts every failed entry back in the queue with a fresh retry budget; answers how many.
-    pub fn retry_failed(&self) -> Result<usize, WalError> {
+    /// Puts failed entries back in the queue with a fresh retry budget: every one, or only
+    /// entry `seq`, or only those of `instance`; answers how many.
+    pub fn retry_failed(
+        &self,
+        seq: Option<Seq>,
+        instance: Option<&InstanceName>,
+    ) -> Result<usize, WalError> {
         with_conn!(self.pool, |conn| {
-            Ok(diesel::update(wal_applied::table.filter(wal_applied::state.eq(FAILED)))
-                .set((
-                    wal_applied::state.eq(PENDING),
-                    wal_applied::attempts.eq(0),
-                    wal_applied::updated_ms.eq(now_ms()),
-                ))
-                .execute(conn)?)
+            let mut rows =
+                wal_applied::table.filter(wal_applied::state.eq(ApplyState::Failed)).into_boxed();
+            if let Some(seq) = seq {
+                rows = rows.filter(wal_applied::seq.eq(seq));
+            }
+            if let Some(instance) = instance {
+                rows = rows.filter(wal_applied::instance.eq(instance));
+            }
+            let keys: Vec<(Seq, InstanceName)> =
+                rows.select((wal_applied::seq, wal_applied::instance)).load(conn)?;
+            let mut count = 0;
+            for (seq, instance) in keys {
+                count += diesel::update(wal_applied::table.find((seq, instance)))
+                    .set((
+                        wal_applied::state.eq(ApplyState::Pending),
+                        wal_applied::attempts.eq(0),
+                        wal_applied::updated_ms.eq(now_ms()),
+                    ))
+                    .execute(conn)?;
+            }
+            Ok(count)
+        })
+    }
+
+    /// Marks entry `seq` resolved on `instance` without applying it (an admin's decision,
+    /// recorded with the reason). Answers the entry's scope, or `None` when the entry is not
+    /// owed there.
+    pub fn skip(
+        &self,
+        seq: Seq,
+        instance: &InstanceName,
+        reason: &str,
+    ) -> Result<Option<Scope>, WalError> {
+        with_conn!(self.pool, |conn| {
+            conn.transaction::<_, WalError, _>(|c| {
+                let owed = wal_applied::table
+                    .find((seq, instance))
+                    .filter(wal_applied::state.eq_any([ApplyState::Pending, ApplyState::Failed]));
+                let skipped = diesel::update(owed)
+                    .set((
+                        wal_applied::state.eq(ApplyState::Skipped),
+                        wal_applied::last_error.eq(format!("skipped by an admin: {reason}")),
+                        wal_applied::updated_ms.eq(now_ms()),
+                    ))
+                    .execute(c)?;
+                if skipped == 0 {
+                    return Ok(None);
+                }
+                let scope = wal_entries::table.find(seq).select(wal_entries::scope).first(c)?;
+                Ok(Some(scope))
+            })
         })
     }
 }
@@ -687,7 +787,7 @@ impl WalStore {
 fn transaction_view(
     entry: EntryRow,
     applied: &[AppliedRow],
-    instances: &[String],
+    instances: &[InstanceName],
 ) -> TransactionView {
     let time = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| t.to_rfc3339())
@@ -697,7 +797,7 @@ fn transaction_view(
         .map(|name| match applied.iter().find(|a| &a.instance == name) {
             Some(a) => InstanceApplication {
                 instance: name.clone(),
-                state: a.state.clone(),
+                state: a.state.as_str().to_string(),
                 attempts: a.attempts,
                 last_error: a.last_error.clone(),
             },
@@ -716,7 +816,7 @@ fn transaction_view(
         kind: entry.kind,
         method: entry.method,
         path: entry.path,
-        collection: entry.collection,
+        scope: entry.scope.key(),
         status: entry.status,
         error: entry.error,
         created_at: time(entry.created_ms),
