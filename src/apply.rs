@@ -5,7 +5,7 @@
 //! Translation plus messages to the mapping cache actor. It never sends a write itself; its only
 //! requests are the reads that discover a collection created outside the proxy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,75 @@ pub struct Prepared {
     pub path: String,
     /// Body to send.
     pub body: Bytes,
+    /// For an update by ids: ask the instance which of them it has first, and send only those
+    /// ([`PresenceCheck`]).
+    pub presence: Option<PresenceCheck>,
+}
+
+/// Chroma 1.5.9 re-applies its whole log to a collection's vector index after the backfill
+/// that the first read of the collection in a process triggers (`apply_log_chunk` in
+/// `rust/segment/src/local_hnsw.rs` resets its position on a chunk of already-applied
+/// records). Re-applied, an update that named an absent id lands on the record a later add
+/// created, and the instance serves the add's document with the update's embedding. So an
+/// update is sent with only the ids the instance has when it applies it: every instance has the
+/// same records at that point of the log, and a log without such updates re-applies to the
+/// same state.
+#[derive(Debug, Clone)]
+pub struct PresenceCheck {
+    /// Path of the collection's `get`, with the instance's collection id.
+    pub get_path: String,
+    /// Body of that `get`: the update's ids, nothing included.
+    pub get_body: Bytes,
+}
+
+impl PresenceCheck {
+    fn of(route: &Route, path: &str, body: &[u8]) -> Option<Self> {
+        if route.op != Operation::Update {
+            return None;
+        }
+        let ids = serde_json::from_slice::<Value>(body).ok()?.get("ids")?.clone();
+        let (collection, _) = path.split('?').next()?.rsplit_once('/')?;
+        Some(Self {
+            get_path: format!("{collection}/get"),
+            get_body: Bytes::from(serde_json::json!({"ids": ids, "include": []}).to_string()),
+        })
+    }
+
+    /// The update `body` with only the records whose id the `get` answer lists; `None` when
+    /// none is left (Chroma answers such an update 200 `{}` and changes nothing).
+    pub fn keep_present(body: &Bytes, answer: &[u8]) -> Result<Option<Bytes>, String> {
+        let present: HashSet<String> = serde_json::from_slice::<Value>(answer)
+            .ok()
+            .and_then(|v| v.get("ids").and_then(Value::as_array).cloned())
+            .ok_or("the get answer has no ids")?
+            .into_iter()
+            .filter_map(|id| id.as_str().map(str::to_string))
+            .collect();
+        let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
+            return Ok(Some(body.clone()));
+        };
+        let Some(ids) = object.get("ids").and_then(Value::as_array) else {
+            return Ok(Some(body.clone()));
+        };
+        let keep: Vec<bool> =
+            ids.iter().map(|id| id.as_str().is_some_and(|id| present.contains(id))).collect();
+        if keep.iter().all(|k| *k) {
+            return Ok(Some(body.clone()));
+        }
+        if !keep.iter().any(|k| *k) {
+            return Ok(None);
+        }
+        let len = keep.len();
+        for column in object.values_mut() {
+            if let Value::Array(values) = column
+                && values.len() == len
+            {
+                let mut flags = keep.iter();
+                values.retain(|_| *flags.next().unwrap_or(&true));
+            }
+        }
+        Ok(Some(Bytes::from(Value::Object(object).to_string())))
+    }
 }
 
 /// Why a request cannot be sent to an instance (yet).
@@ -58,7 +127,8 @@ pub fn prepare(
         (true, Operation::CreateCollection) => with_get_or_create(body),
         _ => body.clone(),
     };
-    Ok(Prepared { path, body })
+    let presence = PresenceCheck::of(route, &path, &body);
+    Ok(Prepared { path, body, presence })
 }
 
 fn with_get_or_create(body: &Bytes) -> Bytes {
@@ -351,6 +421,40 @@ mod tests {
         let prepared =
             prepare(&add, &add_path, &Bytes::new(), InstanceId(1), &table, true).unwrap();
         assert_eq!(prepared.path, format!("{P}/{R}/add"));
+    }
+
+    #[test]
+    fn an_update_keeps_only_the_ids_the_instance_has() {
+        let update_path = format!("{P}/{C}/update");
+        let update = route(Method::POST, &update_path);
+        let body = Bytes::from(
+            json!({"ids": ["a", "b", "c"], "embeddings": ["AAA", "BBB", "CCC"], "documents": ["1", "2", "3"], "metadatas": null})
+                .to_string(),
+        );
+        let table = MappingTable::new(1);
+        let prepared = prepare(&update, &update_path, &body, InstanceId(0), &table, false).unwrap();
+        let check = prepared.presence.expect("an update is checked");
+        assert_eq!(check.get_path, format!("{P}/{C}/get"));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&check.get_body).unwrap(),
+            json!({"ids": ["a", "b", "c"], "include": []})
+        );
+        let kept = PresenceCheck::keep_present(&body, br#"{"ids": ["c", "a"]}"#).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&kept).unwrap(),
+            json!({"ids": ["a", "c"], "embeddings": ["AAA", "CCC"], "documents": ["1", "3"], "metadatas": null})
+        );
+        assert_eq!(PresenceCheck::keep_present(&body, br#"{"ids": []}"#).unwrap(), None);
+        let all = PresenceCheck::keep_present(&body, br#"{"ids": ["a", "b", "c"]}"#).unwrap();
+        assert_eq!(all.unwrap(), body);
+        assert!(PresenceCheck::keep_present(&body, b"{}").is_err());
+        let add = route(Method::POST, &format!("{P}/{C}/add"));
+        assert!(
+            prepare(&add, &update_path, &body, InstanceId(0), &table, false)
+                .unwrap()
+                .presence
+                .is_none()
+        );
     }
 
     #[test]

@@ -77,3 +77,41 @@ fn tenants_databases_renames_and_reset_replicate() {
             .is_empty()
     });
 }
+
+/// A replayed tenant or database create on an instance that already has it counts as done (as a
+/// delete of something gone does): refused with 409 forever, it would keep the instance owing,
+/// never again the write target.
+#[test]
+fn a_replayed_create_of_what_exists_counts_as_done() {
+    let Stack { proxy, primary, replica, wal: _wal } = Stack::start(WalBackend::sqlite(), &[]);
+    let url = proxy.url();
+    // Made on the replica behind the proxy's back.
+    assert_eq!(
+        post(&format!("{}/api/v2/tenants", replica.url()), json!({"name": "early"})).status,
+        200
+    );
+    let on_replica = format!("{}/api/v2/tenants/early/databases", replica.url());
+    assert_eq!(post(&on_replica, json!({"name": "already"})).status, 200);
+
+    assert_eq!(post(&format!("{url}/api/v2/tenants"), json!({"name": "early"})).status, 200);
+    let database =
+        post(&format!("{url}/api/v2/tenants/early/databases"), json!({"name": "already"}));
+    assert_eq!(database.status, 200, "{database:?}");
+    wait_until("the replica applied both creates", Duration::from_secs(20), || {
+        let status = proxy.instance_status("replica");
+        status["replication_lag"]["entries"] == 0 && status["state"] == "healthy"
+    });
+    let wal = proxy.status()["write_ahead_log"].clone();
+    assert_eq!(
+        (wal["failed_replays"].as_i64(), wal["pending_writes"].as_i64()),
+        (Some(0), Some(0)),
+        "{wal}"
+    );
+    assert_eq!(databases(&primary, "early"), databases(&replica, "early"));
+    let txn = database.header("x-transaction-id").unwrap();
+    let view = get(&format!("{url}/transactions/{txn}")).body;
+    assert!(
+        view["instances"].as_array().unwrap().iter().all(|i| i["state"] == "applied"),
+        "{view}"
+    );
+}

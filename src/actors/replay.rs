@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use log::{error, info, warn};
 use serde_json::{Map, Value};
@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
 use super::mapping::MappingCacheActor;
 use crate::apply::{
-    DiscoveryError, discover, identity_changes, known_by_name, prepare, record_changes,
+    DiscoveryError, PresenceCheck, discover, identity_changes, known_by_name, prepare,
+    record_changes,
 };
 use crate::chroma::ids::{MappingTable, Translation};
 use crate::chroma::routes::{Operation, Route, classify};
@@ -536,6 +537,27 @@ impl LaneRun {
         Step::Stop(LaneEnd::Backoff(pause))
     }
 
+    /// One request to this lane's instance: its status and whole answer.
+    async fn call(
+        &self,
+        method: Method,
+        base: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), Refusal> {
+        let sent = self
+            .client
+            .request(method, format!("{base}{path}"))
+            .insert_header(("content-type", "application/json"))
+            .send_body(body)
+            .await;
+        let mut response = sent.map_err(|e| Refusal::Down(e.to_string()))?;
+        let status = response.status();
+        let answer =
+            response.body().limit(crate::upstream::MAX_RESPONSE_BYTES).await.unwrap_or_default();
+        Ok((status, answer))
+    }
+
     async fn send(&self, batch: &Batch<'_>) -> Result<(), Refusal> {
         let first = &batch.entries[0].entry;
         let Some(route) = &batch.route else {
@@ -566,17 +588,22 @@ impl LaneRun {
         let method = Method::from_bytes(first.method.as_bytes()).map_err(|_| {
             Refusal::Rejected(format!("entry {}: unknown method `{}`", first.seq, first.method))
         })?;
-        let url = format!("{}{}", self.parts.specs[self.instance.0].url, prepared.path);
-        let sent = self
-            .client
-            .request(method, url)
-            .insert_header(("content-type", "application/json"))
-            .send_body(prepared.body.clone())
-            .await;
-        let mut response = sent.map_err(|e| Refusal::Down(e.to_string()))?;
-        let status = response.status();
-        let answer =
-            response.body().limit(crate::upstream::MAX_RESPONSE_BYTES).await.unwrap_or_default();
+        let base = &self.parts.specs[self.instance.0].url;
+        let mut body = prepared.body.clone();
+        if let Some(check) = &prepared.presence {
+            let (status, answer) =
+                self.call(Method::POST, base, &check.get_path, check.get_body.clone()).await?;
+            if !status.is_success() {
+                return Err(rejected(status, &answer));
+            }
+            match PresenceCheck::keep_present(&body, &answer) {
+                Ok(Some(kept)) => body = kept,
+                // None of its ids is there: the update changes nothing on this instance.
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Refusal::Rejected(format!("checking the update's ids: {e}"))),
+            }
+        }
+        let (status, answer) = self.call(method, base, &prepared.path, body).await?;
         // Replay is at least once: a delete of what is gone, or a create of a tenant or
         // database that exists, is done already.
         let already_done = match (status.as_u16(), route.op) {
@@ -588,11 +615,7 @@ impl LaneRun {
             _ => false,
         };
         if !status.is_success() && !already_done {
-            let text = String::from_utf8_lossy(&answer);
-            return Err(Refusal::Rejected(format!(
-                "answered {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            return Err(rejected(status, &answer));
         }
         let canonical = first
             .response
@@ -610,6 +633,12 @@ impl LaneRun {
         );
         record_changes(changes, &self.parts.mapping).await.map_err(Refusal::Store)
     }
+}
+
+/// An instance's refusal, with the start of its answer.
+fn rejected(status: StatusCode, answer: &[u8]) -> Refusal {
+    let text = String::from_utf8_lossy(answer);
+    Refusal::Rejected(format!("answered {status}: {}", text.chars().take(300).collect::<String>()))
 }
 
 /// A batch of one entry. An entry whose route this version does not know keeps no route, and

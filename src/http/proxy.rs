@@ -20,7 +20,7 @@ use crate::chroma::routes::{Route, classify};
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
 use crate::stats::bump;
-use crate::upstream::UpstreamResponse;
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 /// Chroma's own request size limit.
 pub const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
@@ -154,13 +154,7 @@ pub async fn execute(
                 continue;
             }
         };
-        let sent = worker.upstream.send(
-            &instance.spec.url,
-            method,
-            &prepared.path,
-            req.headers(),
-            prepared.body,
-        );
+        let sent = send_prepared(worker, &instance.spec.url, method, req, prepared);
         match sent.await {
             Ok(answer)
                 if answer.status.is_server_error() && !retried_server_error && next.is_some() =>
@@ -206,6 +200,47 @@ pub async fn execute(
         failures.join("; ")
     };
     Execution::Unreachable { detail, may_have_arrived }
+}
+
+/// Sends a prepared request; an update first asks the instance which of its ids it has and
+/// sends only those, or answers Chroma's 200 `{}` itself when none is left
+/// ([`apply::PresenceCheck`]).
+async fn send_prepared(
+    worker: &Worker,
+    url: &str,
+    method: &actix_web::http::Method,
+    req: &HttpRequest,
+    prepared: Prepared,
+) -> Result<UpstreamResponse, UpstreamError> {
+    let mut body = prepared.body;
+    if let Some(check) = prepared.presence {
+        let post = actix_web::http::Method::POST;
+        let get = worker.upstream.send(url, &post, &check.get_path, req.headers(), check.get_body);
+        let answer = get.await?;
+        if !answer.status.is_success() {
+            // The update would be refused the same way (its collection is gone, say).
+            return Ok(answer);
+        }
+        match apply::PresenceCheck::keep_present(&body, &answer.body) {
+            Ok(Some(kept)) => body = kept,
+            Ok(None) => {
+                let mut headers = actix_web::http::header::HeaderMap::new();
+                headers.insert(
+                    actix_web::http::header::CONTENT_TYPE,
+                    actix_web::http::header::HeaderValue::from_static("application/json"),
+                );
+                return Ok(UpstreamResponse {
+                    status: actix_web::http::StatusCode::OK,
+                    headers,
+                    body: Bytes::from_static(b"{}"),
+                });
+            }
+            Err(e) => {
+                return Err(UpstreamError::Request(format!("checking the update's ids: {e}")));
+            }
+        }
+    }
+    worker.upstream.send(url, method, &prepared.path, req.headers(), body).await
 }
 
 /// The 503 for a request no instance could serve, logged with every instance's reason.
