@@ -1,116 +1,167 @@
-//! Configuration: command-line flags with env-var fallbacks (clap), an optional TOML file, and
-//! one `validate` step that turns raw strings into a typed [`Config`].
+//! Configuration: every setting of the proxy, declared once as a field of [`Config`], read from
+//! command-line flags, environment variables and an optional TOML file, and validated into typed
+//! values.
 //!
-//! Precedence: flag, then environment variable, then `--config` file, then the default.
-//! This module never starts anything and never logs: a bad value becomes a [`ConfigError`] that
-//! names the setting, and `main` prints it and exits with status 2.
+//! Precedence: flag, then environment variable, then the `--config` file, then the default.
+//! A setting is one field of [`Config`]. Its clap attributes give the flag, the environment
+//! variable (the field name in upper case, which is also how errors name the setting), the
+//! default and the parser; its doc comment says what it does and why the default is what it is;
+//! its serde attributes say how the startup log shows it (secrets redacted). The TOML file uses
+//! the field names as keys.
+//!
+//! How a value travels: [`Cli::parse`] has clap read flags and environment as text, the
+//! `--config` file fills in what they leave unset ([`RawSettings`]), and [`Config::validate`]
+//! checks each value alone with its field's parser, so that every bad value is reported and not
+//! only the first, then has clap build the typed struct from the good ones.
+//!
+//! This module is for turning configuration text into a [`Config`]. It never starts anything and
+//! never logs: a bad value becomes a [`ConfigError`] naming the setting, and `main` prints them
+//! and exits with status 2.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use actix_web::http::Uri;
-use clap::Parser;
+use clap::builder::ValueParser;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Args, FromArgMatches};
+use serde::Serialize;
 
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 
-/// Loopback by default: exposing the proxy is a deliberate operator choice.
-pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
-/// Two seconds: with `fall` 3 a silent death is seen by probes within ~6 s, and passive
-/// mark-down catches it on the first failed request anyway.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-/// Fifteen seconds: a large Chroma query can take seconds; a hung instance costs one request this long.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Most reads go to replicas so the primary keeps headroom for writes.
-pub const DEFAULT_READ_REPLICA_RATIO: f64 = 0.8;
-/// Kept from the seed deployment for compatibility; see README for its meaning today.
-pub const DEFAULT_CONSISTENCY_WINDOW: Duration = Duration::from_secs(30);
-/// `global` is the collection the seed deployment shares between every application.
-pub const DEFAULT_PROTECTED_COLLECTIONS: &str = "global";
-/// The embedded WAL file, in the working directory, so one binary runs with no server to set up.
-pub const DEFAULT_SQLITE_FILE: &str = "chroma-ha-wal.sqlite";
-/// A week: long enough to investigate an incident from the log, short enough to bound the file.
-pub const DEFAULT_WAL_RETENTION: Duration = Duration::from_secs(7 * 86_400);
-/// A day, as common HTTP APIs keep idempotency keys: covers any sane client retry loop.
-pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(86_400);
-/// Five attempts with doubling back-off span about six seconds: enough to ride out a restart,
-/// short enough that a poison entry is reported, not retried forever.
-pub const DEFAULT_MAX_REPLAY_RETRIES: i32 = 5;
-/// Ten seconds is longer than any normal request and short enough for a rolling restart.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Validated configuration of one proxy process: every setting, each declared once here.
+///
+/// The environment variable of a field is its name in upper case, its flag the name in kebab
+/// case, its TOML key the name itself. Parsers are in [`parse`]; [`Config::validate`] also checks
+/// what involves two settings (a URL given twice, WAL retention against the idempotency TTL).
+#[derive(Debug, Clone, PartialEq, Args, Serialize)]
+pub struct Config {
+    /// Primary Chroma base URL, e.g. http://127.0.0.1:8000.
+    ///
+    /// No default: there is nothing sensible to front without it.
+    #[arg(long, env, value_parser = parse::chroma_url)]
+    pub primary_url: String,
 
-/// Every setting, by its environment name; the TOML file uses the same names in lower case.
-const SETTINGS: &[&str] = &[
-    "PRIMARY_URL",
-    "REPLICA_URL",
-    "LISTEN_ADDR",
-    "CHECK_INTERVAL",
-    "REQUEST_TIMEOUT",
-    "READ_REPLICA_RATIO",
-    "CONSISTENCY_WINDOW",
-    "ADMIN_TOKEN",
-    "PROTECTED_COLLECTIONS",
-    "SHUTDOWN_GRACE",
-    "DATABASE_URL",
-    "WAL_RETENTION",
-    "IDEMPOTENCY_TTL",
-    "MAX_REPLAY_RETRIES",
-];
+    /// Replica base URL(s), comma-separated (an array in the TOML file).
+    ///
+    /// None by default: a primary alone works, it then serves every read.
+    #[arg(long, env, value_parser = parse::chroma_url, value_delimiter = ',')]
+    pub replica_url: Vec<String>,
 
-/// Command line of `chroma-ha`; every flag falls back to the environment variable it names.
-#[derive(Parser, Debug, Default)]
-#[command(name = "chroma-ha", version, about = "High-availability proxy for ChromaDB")]
-pub struct Cli {
-    /// Primary Chroma base URL, e.g. http://127.0.0.1:8000
-    #[arg(long, env = "PRIMARY_URL")]
-    pub primary_url: Option<String>,
-    /// Replica base URL(s), comma-separated
-    #[arg(long, env = "REPLICA_URL")]
-    pub replica_url: Option<String>,
-    /// Address the proxy listens on [default: 127.0.0.1:8080]
-    #[arg(long, env = "LISTEN_ADDR")]
-    pub listen_addr: Option<String>,
-    /// Seconds between health probes (or 500ms, 2s, 1m) [default: 2]
-    #[arg(long, env = "CHECK_INTERVAL")]
-    pub check_interval: Option<String>,
-    /// Seconds for one upstream request [default: 15]
-    #[arg(long, env = "REQUEST_TIMEOUT")]
-    pub request_timeout: Option<String>,
-    /// Share of reads sent to replicas, 0 to 1 [default: 0.8]
-    #[arg(long, env = "READ_REPLICA_RATIO")]
-    pub read_replica_ratio: Option<String>,
-    /// Seconds; kept for compatibility with the seed deployment [default: 30]
-    #[arg(long, env = "CONSISTENCY_WINDOW")]
-    pub consistency_window: Option<String>,
-    /// Bearer token for /admin/*; unset disables the admin endpoints
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    /// Address the proxy listens on.
+    ///
+    /// Loopback by default: exposing the proxy is a deliberate operator choice.
+    #[arg(long, env, default_value = "127.0.0.1:8080", value_parser = parse::socket_addr)]
+    pub listen_addr: SocketAddr,
+
+    /// Time between health probes of a healthy instance (seconds, or 500ms, 2s, 1m).
+    ///
+    /// 2s by default: with `fall` 3 a silent death is seen by probes within ~6 s, and passive
+    /// mark-down catches it on the first failed request anyway.
+    #[arg(long, env, default_value = "2s", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub check_interval: Duration,
+
+    /// Longest wait for one upstream answer before failing over.
+    ///
+    /// 15s by default: a large Chroma query can take seconds; a hung instance costs one request
+    /// this long.
+    #[arg(long, env, default_value = "15s", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub request_timeout: Duration,
+
+    /// Share of reads sent to replicas first, from 0 to 1.
+    ///
+    /// 0.8 by default: most reads go to replicas so the primary keeps headroom for writes.
+    #[arg(long, env, default_value = "0.8", value_parser = parse::ratio)]
+    pub read_replica_ratio: f64,
+
+    /// Accepted for compatibility with the seed deployment and ignored: reads are routed by what
+    /// each instance has applied, with no time window to tune.
+    ///
+    /// 30s by default: the seed deployment's value.
+    #[arg(long, env, default_value = "30s", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub consistency_window: Duration,
+
+    /// Bearer token for /admin/*; unset disables the admin endpoints (403).
+    ///
+    /// Unset by default: the admin endpoints exist only once an operator chose a token.
+    #[arg(long, env, hide_env_values = true)]
+    #[serde(serialize_with = "show::secret")]
     pub admin_token: Option<String>,
-    /// Collection names that cannot be deleted through the proxy [default: global]
-    #[arg(long, env = "PROTECTED_COLLECTIONS")]
-    pub protected_collections: Option<String>,
-    /// Seconds in-flight requests may take to finish after SIGTERM [default: 10]
-    #[arg(long, env = "SHUTDOWN_GRACE")]
-    pub shutdown_grace: Option<String>,
-    /// WAL store: postgres://... or an SQLite file path [default: chroma-ha-wal.sqlite]
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// How long entries applied everywhere stay in the log [default: 7d]
-    #[arg(long, env = "WAL_RETENTION")]
-    pub wal_retention: Option<String>,
-    /// How long an Idempotency-Key is remembered [default: 24h]
-    #[arg(long, env = "IDEMPOTENCY_TTL")]
-    pub idempotency_ttl: Option<String>,
-    /// Attempts before a replayed entry is marked failed for an instance [default: 5]
-    #[arg(long, env = "MAX_REPLAY_RETRIES")]
-    pub max_replay_retries: Option<String>,
+
+    /// Collection names that cannot be deleted through the proxy, comma-separated (an array in
+    /// the TOML file).
+    ///
+    /// `global` by default: the collection the seed deployment shares between every application.
+    #[arg(long, env, default_value = "global", value_delimiter = ',')]
+    pub protected_collections: Vec<String>,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    ///
+    /// 10s by default: longer than any normal request, short enough for a rolling restart.
+    #[arg(long, env, default_value = "10s", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub shutdown_grace: Duration,
+
+    /// WAL store: postgres://user:pass@host/db, or an SQLite file path.
+    ///
+    /// An SQLite file in the working directory by default, so one binary runs with no server to
+    /// set up.
+    #[arg(long, env, default_value = "chroma-ha-wal.sqlite", hide_env_values = true)]
+    // Logged through its Display, which hides the password.
+    #[serde(serialize_with = "show::display")]
+    pub database_url: DatabaseUrl,
+
+    /// How long entries applied everywhere stay in the log; at least IDEMPOTENCY_TTL.
+    ///
+    /// 7d by default: long enough to investigate an incident from the log, short enough to bound
+    /// the file.
+    #[arg(long, env, default_value = "7d", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub wal_retention: Duration,
+
+    /// How long an Idempotency-Key is remembered.
+    ///
+    /// 24h by default, as common HTTP APIs keep idempotency keys: covers any sane client retry
+    /// loop.
+    #[arg(long, env, default_value = "24h", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub idempotency_ttl: Duration,
+
+    /// Attempts before a replayed entry is marked failed for an instance, from 1 to 1000.
+    ///
+    /// 5 by default: with doubling back-off they span about six seconds, enough to ride out a
+    /// restart, short enough that a poison entry is reported, not retried forever.
+    #[arg(long, env, default_value = "5", value_parser = parse::replay_retries)]
+    pub max_replay_retries: i32,
+
+    /// Log filter (env_logger syntax), e.g. `info` or `info,chroma_ha::actors=debug`.
+    ///
+    /// `info` by default: state changes (startup, instances going up or down, replay, retention)
+    /// are logged at info, and nothing is logged per request.
+    #[arg(long, env, default_value = "info")]
+    pub rust_log: String,
+}
+
+/// Command line of `chroma-ha`: every setting of [`Config`] as a flag that falls back to its
+/// environment variable, `--config FILE`, and the subcommand.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct Cli {
     /// TOML file with the same settings in lower case (primary_url = "...")
-    #[arg(long = "config", env = "CHROMA_HA_CONFIG")]
+    #[arg(long = "config", env = "CHROMA_HA_CONFIG", value_name = "FILE")]
     pub config_file: Option<PathBuf>,
     /// What to do; without a command, run the proxy.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The settings given as flags or environment variables, as text.
+    #[arg(skip)]
+    settings: RawSettings,
 }
 
 /// `chroma-ha` subcommands.
@@ -118,6 +169,41 @@ pub struct Cli {
 pub enum Command {
     /// Apply the WAL migrations to DATABASE_URL and exit.
     Migrate,
+}
+
+impl Cli {
+    /// The process's command line and environment; on `--help` or a usage error, prints it and
+    /// exits as clap does.
+    pub fn parse() -> Self {
+        Self::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// `args` (the program name first) and the process's environment.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = <Self as FromArgMatches>::from_arg_matches(&matches)?;
+        cli.settings = RawSettings::from_matches(&matches);
+        Ok(cli)
+    }
+
+    /// The command line: here clap reads every setting as plain text, so that a bad value is
+    /// reported by [`Config::validate`] along with all the others instead of clap stopping at
+    /// the first.
+    pub fn command() -> clap::Command {
+        let command =
+            <Config as Args>::augment_args(clap::Command::new("chroma-ha")).mut_args(|arg| {
+                arg.value_parser(ValueParser::string()).value_delimiter(None).required(false)
+            });
+        // After the derives, whose doc comments would otherwise become the program's description.
+        <Self as Args>::augment_args(command)
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("High-availability proxy for ChromaDB")
+            .long_about(None)
+    }
 }
 
 /// One bad setting: its name and what is wrong with it.
@@ -139,25 +225,46 @@ fn error(setting: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { setting: setting.to_string(), message: message.into() }
 }
 
-/// Raw settings by environment name, before validation; tests build one from a map.
+/// The settings as [`Config`] declares them, typed, without reading the environment: what
+/// [`Config::validate`] parses with, given `--name=value` arguments.
+fn settings() -> clap::Command {
+    <Config as Args>::augment_args(clap::Command::new("chroma-ha"))
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .mut_args(|arg| arg.env(None::<&'static str>))
+}
+
+/// Names of the settings (the [`Config`] field names), in declaration order.
+fn setting_names() -> Vec<String> {
+    settings().get_arguments().map(|arg| arg.get_id().to_string()).collect()
+}
+
+/// How errors name a setting: its environment variable.
+fn env_name(arg: &Arg) -> String {
+    arg.get_id().as_str().to_ascii_uppercase()
+}
+
+/// Raw settings as text by name, before validation: flags and environment, then the `--config`
+/// file for what they leave unset. Tests build one from a map with [`RawSettings::from_pairs`].
 #[derive(Debug, Default, Clone)]
-pub struct RawSettings(BTreeMap<&'static str, String>);
+pub struct RawSettings(BTreeMap<String, String>);
 
 impl RawSettings {
-    /// Raw settings from explicit `(name, value)` pairs; unknown names are ignored.
+    /// Raw settings from explicit `(ENV_NAME, value)` pairs; unknown names are ignored.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let names = setting_names();
         let mut raw = Self::default();
         for (name, value) in pairs {
-            if let Some(known) = SETTINGS.iter().find(|s| **s == name) {
-                raw.0.insert(known, value.to_string());
+            if let Some(known) = names.iter().find(|n| n.to_ascii_uppercase() == name) {
+                raw.0.insert(known.clone(), value.to_string());
             }
         }
         raw
     }
 
-    /// Flags and environment, then the `--config` file for what they leave unset.
-    fn load(cli: &Cli) -> Result<Self, Vec<ConfigError>> {
-        let mut raw = Self::from_cli(cli);
+    /// Flags and environment from `cli`, then the `--config` file for what they leave unset.
+    pub fn load(cli: &Cli) -> Result<Self, Vec<ConfigError>> {
+        let mut raw = cli.settings.clone();
         if let Some(path) = &cli.config_file {
             let origin = path.display().to_string();
             let text = std::fs::read_to_string(path)
@@ -167,24 +274,20 @@ impl RawSettings {
         Ok(raw)
     }
 
-    fn from_cli(cli: &Cli) -> Self {
-        let fields = [
-            ("PRIMARY_URL", &cli.primary_url),
-            ("REPLICA_URL", &cli.replica_url),
-            ("LISTEN_ADDR", &cli.listen_addr),
-            ("CHECK_INTERVAL", &cli.check_interval),
-            ("REQUEST_TIMEOUT", &cli.request_timeout),
-            ("READ_REPLICA_RATIO", &cli.read_replica_ratio),
-            ("CONSISTENCY_WINDOW", &cli.consistency_window),
-            ("ADMIN_TOKEN", &cli.admin_token),
-            ("PROTECTED_COLLECTIONS", &cli.protected_collections),
-            ("SHUTDOWN_GRACE", &cli.shutdown_grace),
-            ("DATABASE_URL", &cli.database_url),
-            ("WAL_RETENTION", &cli.wal_retention),
-            ("IDEMPOTENCY_TTL", &cli.idempotency_ttl),
-            ("MAX_REPLAY_RETRIES", &cli.max_replay_retries),
-        ];
-        Self::from_pairs(fields.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))))
+    /// The settings clap found on the command line or in the environment (not its defaults).
+    fn from_matches(matches: &ArgMatches) -> Self {
+        let mut raw = Self::default();
+        for name in setting_names() {
+            let given = matches!(
+                matches.value_source(&name),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if let (true, Some(values)) = (given, matches.get_many::<String>(&name)) {
+                let text = values.map(String::as_str).collect::<Vec<_>>().join(",");
+                raw.0.insert(name, text);
+            }
+        }
+        raw
     }
 
     /// Fills settings not yet given from a TOML document (keys are lower-case setting names).
@@ -192,25 +295,58 @@ impl RawSettings {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             error(origin, format!("not valid TOML: {}", e.message()))
         })?;
+        let names = setting_names();
         for (key, value) in table {
-            let Some(name) = SETTINGS.iter().find(|s| s.eq_ignore_ascii_case(&key)) else {
+            let Some(name) = names.iter().find(|n| n.eq_ignore_ascii_case(&key)) else {
                 return Err(error(origin, format!("unknown setting `{key}`")));
             };
+            let env = name.to_ascii_uppercase();
             let text = match value {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 toml::Value::Array(items) => {
                     let strings: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
-                    strings.ok_or_else(|| error(name, "an array here must hold strings"))?.join(",")
+                    strings.ok_or_else(|| error(&env, "an array here must hold strings"))?.join(",")
                 }
                 other => {
-                    return Err(error(name, format!("expected a string or number, got {other}")));
+                    return Err(error(&env, format!("expected a string or number, got {other}")));
                 }
             };
-            self.0.entry(name).or_insert(text);
+            self.0.entry(name.clone()).or_insert(text);
         }
         Ok(())
+    }
+
+    /// DATABASE_URL alone, for `chroma-ha migrate`, which needs nothing else.
+    pub fn database_url(&self) -> Result<DatabaseUrl, Vec<ConfigError>> {
+        self.setting("database_url")
+    }
+
+    /// RUST_LOG alone: logging starts before the rest is validated.
+    pub fn log_filter(&self) -> String {
+        self.setting("rust_log").expect("RUST_LOG is free text with a default")
+    }
+
+    /// One setting, parsed and defaulted as [`Config`] declares it.
+    fn setting<T: Clone + Send + Sync + 'static>(&self, name: &str) -> Result<T, Vec<ConfigError>> {
+        let arg = settings().get_arguments().find(|a| a.get_id() == name).cloned();
+        let arg = arg.unwrap_or_else(|| panic!("`{name}` is not a setting"));
+        let flags = match self.get(name) {
+            Some(text) => check(&arg, text).map_err(|e| vec![e])?,
+            None => Vec::new(),
+        };
+        let env = env_name(&arg);
+        let matches = clap::Command::new("chroma-ha")
+            .no_binary_name(true)
+            .arg(arg)
+            .try_get_matches_from(flags)
+            .map_err(|e| vec![error(&env, clap_message(&e))])?;
+        match matches.try_get_one::<T>(name) {
+            Ok(Some(value)) => Ok(value.clone()),
+            Ok(None) => Err(vec![error(&env, "required")]),
+            Err(e) => panic!("`{name}` read as the wrong type: {e}"),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -218,37 +354,34 @@ impl RawSettings {
     }
 }
 
-/// Validated configuration of one proxy process.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Primary Chroma base URL, without a trailing slash.
-    pub primary_url: String,
-    /// Replica base URLs, in the order given.
-    pub replica_urls: Vec<String>,
-    /// Where the proxy listens.
-    pub listen_addr: SocketAddr,
-    /// Where the write-ahead log lives.
-    pub database: DatabaseUrl,
-    /// Time between health probes of a healthy instance.
-    pub check_interval: Duration,
-    /// Longest wait for one upstream answer before failing over.
-    pub request_timeout: Duration,
-    /// Share of reads sent to replicas.
-    pub read_replica_ratio: f64,
-    /// Accepted for compatibility with the seed deployment.
-    pub consistency_window: Duration,
-    /// Bearer token for the admin endpoints; `None` disables them.
-    pub admin_token: Option<String>,
-    /// Collection names that cannot be deleted through the proxy.
-    pub protected_collections: Vec<String>,
-    /// How long entries applied everywhere stay in the log.
-    pub wal_retention: Duration,
-    /// How long an idempotency key is remembered.
-    pub idempotency_ttl: Duration,
-    /// Attempts before a replayed entry is marked failed for an instance.
-    pub max_replay_retries: i32,
-    /// Longest drain of in-flight requests at shutdown.
-    pub shutdown_grace: Duration,
+/// The `--name=value` arguments that give `arg` the value `text` (one per item of a list), each
+/// checked alone with the setting's parser; or the error naming the setting.
+fn check(arg: &Arg, text: &str) -> Result<Vec<String>, ConfigError> {
+    let name = arg.get_id().as_str();
+    let long = arg.get_long().unwrap_or(name);
+    let items: Vec<&str> = match arg.get_value_delimiter() {
+        Some(delimiter) => text.split(delimiter).map(str::trim).filter(|s| !s.is_empty()).collect(),
+        None => vec![text.trim()],
+    };
+    let alone = clap::Command::new("chroma-ha").no_binary_name(true).arg(arg.clone());
+    items
+        .into_iter()
+        .map(|item| {
+            let flag = format!("--{long}={item}");
+            match alone.clone().try_get_matches_from([&flag]) {
+                Ok(_) => Ok(flag),
+                Err(e) => Err(error(&env_name(arg), clap_message(&e))),
+            }
+        })
+        .collect()
+}
+
+/// What a parser said was wrong (clap keeps it as the error's source).
+fn clap_message(e: &clap::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(why) => why.to_string(),
+        None => e.kind().as_str().unwrap_or("invalid value").to_string(),
+    }
 }
 
 /// The WAL store named by DATABASE_URL.
@@ -260,43 +393,57 @@ pub enum DatabaseUrl {
     Sqlite(PathBuf),
 }
 
-impl Default for DatabaseUrl {
-    fn default() -> Self {
-        Self::Sqlite(PathBuf::from(DEFAULT_SQLITE_FILE))
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Self::Postgres(text.to_string()));
+        }
+        let path = text.strip_prefix("sqlite://").unwrap_or(text);
+        if path.contains("://") {
+            return Err(format!("`{text}`: expected postgres://... or an SQLite file path"));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
     }
 }
 
 impl fmt::Display for DatabaseUrl {
-    /// The store with any password replaced by `****`.
+    /// The store with any password (in the user part or a `password` query parameter) replaced
+    /// by `****`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            Self::Postgres(url) => {
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                match rest.split_once('@') {
-                    Some((user, host)) if user.contains(':') => {
-                        let name = user.split(':').next().unwrap_or("");
-                        write!(f, "{scheme}://{name}:****@{host}")
-                    }
-                    _ => f.write_str(url),
-                }
-            }
+            Self::Postgres(text) => f.write_str(&redact(text)),
         }
     }
 }
 
-fn parse_database(value: Option<&str>) -> Result<DatabaseUrl, ConfigError> {
-    let Some(value) = value.map(str::trim) else {
-        return Ok(DatabaseUrl::default());
+/// `text` with its password and `*password` query parameters replaced by `****`; a URL the
+/// `url` crate cannot parse (libpq also takes some it does not, e.g. several hosts) is shown as
+/// its scheme alone, since where its password is cannot be told.
+fn redact(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        let scheme = text.split_once("://").map_or("postgres", |(scheme, _)| scheme);
+        return format!("{scheme}://****");
     };
-    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-        return Ok(DatabaseUrl::Postgres(value.to_string()));
+    if url.password().is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = url.set_password(Some("****"));
     }
-    let path = value.strip_prefix("sqlite://").unwrap_or(value);
-    if path.contains("://") {
-        return Err(error("DATABASE_URL", "expected postgres://... or an SQLite file path"));
+    let secret = |key: &str| key.to_ascii_lowercase().ends_with("password");
+    if url.query_pairs().any(|(key, _)| secret(&key)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if secret(&key) { "****".to_string() } else { value.into_owned() };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+    url.to_string()
 }
 
 impl Config {
@@ -307,117 +454,60 @@ impl Config {
 
     /// Only DATABASE_URL, for `chroma-ha migrate`, which needs nothing else.
     pub fn load_database(cli: &Cli) -> Result<DatabaseUrl, Vec<ConfigError>> {
-        parse_database(RawSettings::load(cli)?.get("DATABASE_URL")).map_err(|e| vec![e])
+        RawSettings::load(cli)?.database_url()
     }
 
     /// Turns raw settings into a [`Config`], reporting every bad value by name.
+    ///
+    /// Each value is first parsed alone; a bad one is reported and left out, so that its default
+    /// applies and the checks across settings still run (unless a required setting is missing).
     pub fn validate(raw: &RawSettings) -> Result<Self, Vec<ConfigError>> {
+        let settings = settings();
         let mut errors = Vec::new();
-        let primary_url = match raw.get("PRIMARY_URL") {
-            None => Err(error("PRIMARY_URL", "required: the primary Chroma base URL")),
-            Some(url) => parse_url("PRIMARY_URL", url),
-        };
-        let replica_urls = raw
-            .get("REPLICA_URL")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|url| parse_url("REPLICA_URL", url))
-            .collect::<Result<Vec<_>, _>>();
-        let listen_addr = raw
-            .get("LISTEN_ADDR")
-            .unwrap_or(DEFAULT_LISTEN_ADDR)
-            .trim()
-            .parse::<SocketAddr>()
-            .map_err(|_| error("LISTEN_ADDR", "expected host:port, e.g. 127.0.0.1:8080"));
-        let read_replica_ratio = match raw.get("READ_REPLICA_RATIO") {
-            None => Ok(DEFAULT_READ_REPLICA_RATIO),
-            Some(v) => match v.trim().parse::<f64>() {
-                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                _ => Err(error("READ_REPLICA_RATIO", format!("`{v}` is not a number from 0 to 1"))),
-            },
-        };
-        let max_replay_retries = match raw.get("MAX_REPLAY_RETRIES") {
-            None => Ok(DEFAULT_MAX_REPLAY_RETRIES),
-            Some(v) => {
-                v.trim().parse::<i32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-                    error(
-                        "MAX_REPLAY_RETRIES",
-                        format!("`{v}` is not a whole number from 1 to 1000"),
-                    )
-                })
+        let mut flags = Vec::new();
+        for arg in settings.get_arguments() {
+            match raw.get(arg.get_id().as_str()).map(|text| check(arg, text)) {
+                Some(Ok(mut given)) => flags.append(&mut given),
+                Some(Err(e)) => errors.push(e),
+                None if arg.is_required_set() => {
+                    let what = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    errors.push(error(&env_name(arg), format!("required: {what}")));
+                }
+                None => {}
             }
+        }
+        let parsed = settings
+            .try_get_matches_from(flags)
+            .and_then(|matches| Self::from_arg_matches(&matches));
+        let config = match parsed {
+            Ok(config) => config,
+            // A required setting is missing or bad, and already reported.
+            Err(_) if !errors.is_empty() => return Err(errors),
+            Err(e) => return Err(vec![error("chroma-ha", clap_message(&e))]),
         };
-        let config = Self {
-            primary_url: take(&mut errors, primary_url).unwrap_or_default(),
-            replica_urls: take(&mut errors, replica_urls).unwrap_or_default(),
-            listen_addr: take(&mut errors, listen_addr)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
-            database: take(&mut errors, parse_database(raw.get("DATABASE_URL")))
-                .unwrap_or_default(),
-            check_interval: take_duration(
-                &mut errors,
-                raw,
-                "CHECK_INTERVAL",
-                DEFAULT_CHECK_INTERVAL,
-            ),
-            request_timeout: take_duration(
-                &mut errors,
-                raw,
-                "REQUEST_TIMEOUT",
-                DEFAULT_REQUEST_TIMEOUT,
-            ),
-            read_replica_ratio: take(&mut errors, read_replica_ratio).unwrap_or_default(),
-            consistency_window: take_duration(
-                &mut errors,
-                raw,
-                "CONSISTENCY_WINDOW",
-                DEFAULT_CONSISTENCY_WINDOW,
-            ),
-            admin_token: raw.get("ADMIN_TOKEN").map(str::to_string),
-            protected_collections: raw
-                .get("PROTECTED_COLLECTIONS")
-                .unwrap_or(DEFAULT_PROTECTED_COLLECTIONS)
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            wal_retention: take_duration(&mut errors, raw, "WAL_RETENTION", DEFAULT_WAL_RETENTION),
-            max_replay_retries: take(&mut errors, max_replay_retries)
-                .unwrap_or(DEFAULT_MAX_REPLAY_RETRIES),
-            idempotency_ttl: take_duration(
-                &mut errors,
-                raw,
-                "IDEMPOTENCY_TTL",
-                DEFAULT_IDEMPOTENCY_TTL,
-            ),
-            shutdown_grace: take_duration(
-                &mut errors,
-                raw,
-                "SHUTDOWN_GRACE",
-                DEFAULT_SHUTDOWN_GRACE,
-            ),
-        };
-        for (i, url) in config.replica_urls.iter().enumerate() {
-            if *url == config.primary_url || config.replica_urls[..i].contains(url) {
+        config.check_across(&mut errors);
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
+    }
+
+    /// The rules that involve more than one setting.
+    fn check_across(&self, errors: &mut Vec<ConfigError>) {
+        for (i, url) in self.replica_url.iter().enumerate() {
+            if *url == self.primary_url || self.replica_url[..i].contains(url) {
                 errors.push(error("REPLICA_URL", format!("{url} is given twice")));
             }
         }
-        if config.wal_retention < config.idempotency_ttl {
+        if self.wal_retention < self.idempotency_ttl {
             errors.push(error(
                 "WAL_RETENTION",
                 "must be at least IDEMPOTENCY_TTL: a retried write must still find its entry",
             ));
         }
-        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 
     /// The instances this proxy fronts: `primary` first, then `replica`, `replica-2`, ...
     pub fn instances(&self) -> Vec<InstanceSpec> {
         let primary = (Role::Primary, "primary".to_string(), &self.primary_url);
-        let replicas = self.replica_urls.iter().enumerate().map(|(i, url)| {
+        let replicas = self.replica_url.iter().enumerate().map(|(i, url)| {
             let name = if i == 0 { "replica".to_string() } else { format!("replica-{}", i + 1) };
             (Role::Replica, name, url)
         });
@@ -435,94 +525,114 @@ impl Config {
 }
 
 impl fmt::Display for Config {
-    /// One line for the startup log, with the admin token redacted.
+    /// One line for the startup log: every setting as `name=value`, in declaration order, as
+    /// serde serializes it, so secrets are redacted by their field's `serialize_with`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "primary={} replicas=[{}] listen={} wal={} check_interval={:?} request_timeout={:?} \
-             read_replica_ratio={} consistency_window={:?} admin_token={} \
-             protected_collections=[{}] wal_retention={:?} idempotency_ttl={:?} shutdown_grace={:?}",
-            self.primary_url,
-            self.replica_urls.join(","),
-            self.listen_addr,
-            self.database,
-            self.check_interval,
-            self.request_timeout,
-            self.read_replica_ratio,
-            self.consistency_window,
-            if self.admin_token.is_some() { "<redacted>" } else { "<unset: admin disabled>" },
-            self.protected_collections.join(","),
-            self.wal_retention,
-            self.idempotency_ttl,
-            self.shutdown_grace,
-        )
+        let values = serde_json::to_value(self).map_err(|_| fmt::Error)?;
+        for (i, name) in setting_names().iter().enumerate() {
+            let separator = if i == 0 { "" } else { " " };
+            write!(f, "{separator}{name}={}", show::plain(&values[name.as_str()]))?;
+        }
+        Ok(())
     }
 }
 
-/// Keeps a valid value, or records why it is not.
-fn take<T>(errors: &mut Vec<ConfigError>, value: Result<T, ConfigError>) -> Option<T> {
-    value.map_err(|e| errors.push(e)).ok()
+/// Parsers from text, one per kind of value; an error says what is wrong in one line, and the
+/// caller adds which setting it was.
+mod parse {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    /// A Chroma base URL: `http://host[:port]`, no credentials, path, query or fragment; returned
+    /// as its origin (no trailing slash).
+    pub fn chroma_url(text: &str) -> Result<String, String> {
+        let text = text.trim().trim_end_matches('/');
+        let bad = |why: &str| format!("`{text}` is not a usable Chroma URL: {why}");
+        let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "http" {
+            return Err(bad("only http://host:port is supported"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("credentials do not belong in the URL"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a base URL has no path or query"));
+        }
+        Ok(url.origin().ascii_serialization())
+    }
+
+    /// `host:port`.
+    pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+        text.trim().parse().map_err(|_| format!("`{text}` is not host:port, e.g. 127.0.0.1:8080"))
+    }
+
+    /// A positive duration: seconds as a plain number (`2`, `0.5`, as the seed deployment wrote
+    /// them), or humantime's forms (`500ms`, `2s`, `1m`, `24h`, `7d`, `1h 30m`).
+    pub fn duration(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let parsed = match text.parse::<f64>() {
+            Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
+            Err(_) => humantime::parse_duration(text).ok(),
+        };
+        parsed.filter(|d| !d.is_zero()).ok_or_else(|| {
+            format!("`{text}` is not a positive duration (seconds, or 500ms, 2s, 1m, 24h, 7d)")
+        })
+    }
+
+    /// A number from 0 to 1.
+    pub fn ratio(text: &str) -> Result<f64, String> {
+        match text.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+            _ => Err(format!("`{text}` is not a number from 0 to 1")),
+        }
+    }
+
+    /// A whole number from 1 to 1000.
+    pub fn replay_retries(text: &str) -> Result<i32, String> {
+        let n = text.trim().parse::<i32>().ok().filter(|n| (1..=1000).contains(n));
+        n.ok_or_else(|| format!("`{text}` is not a whole number from 1 to 1000"))
+    }
 }
 
-/// A Chroma base URL: `http://host[:port]`, no credentials, path, query or fragment.
-fn parse_url(setting: &str, text: &str) -> Result<String, ConfigError> {
-    let text = text.trim().trim_end_matches('/');
-    let bad = |why: &str| error(setting, format!("`{text}` is not a usable Chroma URL: {why}"));
-    let uri: Uri = text.parse().map_err(|_| bad("it does not parse"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(_) => return Err(bad("only http:// is supported")),
-        None => return Err(bad("expected http://host:port")),
-    }
-    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(bad("credentials do not belong in the URL"));
-    }
-    if authority.host().is_empty() {
-        return Err(bad("no host"));
-    }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(bad("a base URL has no path or query"));
-    }
-    Ok(format!("http://{authority}"))
-}
+/// How the startup log shows values that serde would not show readably, or must not show.
+mod show {
+    use std::fmt::Display;
+    use std::time::Duration;
 
-fn take_duration(
-    errors: &mut Vec<ConfigError>,
-    raw: &RawSettings,
-    name: &str,
-    default: Duration,
-) -> Duration {
-    take(errors, duration(raw, name, default)).unwrap_or(default)
-}
+    use serde::Serializer;
 
-fn duration(raw: &RawSettings, name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    match raw.get(name) {
-        None => Ok(default),
-        Some(text) => parse_duration(text).filter(|d| !d.is_zero()).ok_or_else(|| {
-            error(
-                name,
-                format!("`{text}` is not a positive duration (seconds, or 500ms, 2s, 1m, 1h, 7d)"),
-            )
-        }),
+    /// `2s`, `7days`: as humantime formats it.
+    pub fn duration<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
     }
-}
 
-/// Seconds as a plain number, or a number with a unit: ms, s, m, h, d.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.trim().parse().ok()?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(value * scale).ok()
+    /// `<redacted>` when set.
+    pub fn secret<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(_) => s.serialize_str("<redacted>"),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// As its `Display` writes it.
+    pub fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    /// One serialized value for a `name=value` log line: strings bare, lists in brackets.
+    pub fn plain(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::Null => "unset".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => {
+                format!("[{}]", items.iter().map(plain).collect::<Vec<_>>().join(","))
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -541,12 +651,30 @@ mod tests {
     fn defaults_fill_everything_but_primary() {
         let config = validate(&[("PRIMARY_URL", "http://127.0.0.1:8000/")]).unwrap();
         assert_eq!(config.primary_url, "http://127.0.0.1:8000");
-        assert!(config.replica_urls.is_empty());
-        assert_eq!(config.listen_addr.to_string(), DEFAULT_LISTEN_ADDR);
-        assert_eq!(config.check_interval, DEFAULT_CHECK_INTERVAL);
-        assert_eq!(config.read_replica_ratio, DEFAULT_READ_REPLICA_RATIO);
+        assert!(config.replica_url.is_empty());
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.check_interval, Duration::from_secs(2));
+        assert_eq!(config.request_timeout, Duration::from_secs(15));
+        assert_eq!(config.read_replica_ratio, 0.8);
+        assert_eq!(config.consistency_window, Duration::from_secs(30));
         assert_eq!(config.protected_collections, vec!["global".to_string()]);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.wal_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.idempotency_ttl, Duration::from_secs(86_400));
+        assert_eq!(config.max_replay_retries, 5);
+        assert_eq!(config.rust_log, "info");
         assert_eq!(config.admin_token, None);
+    }
+
+    #[test]
+    fn every_setting_is_named_alike_as_flag_env_and_toml_key() {
+        let command = <Config as Args>::augment_args(clap::Command::new("t"));
+        for arg in command.get_arguments() {
+            let name = arg.get_id().as_str();
+            assert_eq!(arg.get_long(), Some(name.replace('_', "-").as_str()), "{name}");
+            let env = arg.get_env().and_then(|e| e.to_str());
+            assert_eq!(env, Some(name.to_ascii_uppercase().as_str()), "{name}");
+        }
     }
 
     #[test]
@@ -608,13 +736,20 @@ mod tests {
     }
 
     #[test]
-    fn durations_accept_units() {
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_duration("-1"), None);
-        assert_eq!(parse_duration("2 weeks"), None);
+    fn durations_accept_seconds_and_humantime_forms() {
+        let ok = |text| parse::duration(text).ok();
+        assert_eq!(ok("2"), Some(Duration::from_secs(2)));
+        assert_eq!(ok("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(ok("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(ok("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(ok("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(ok("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(ok("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(ok("1h 30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(ok("-1"), None);
+        assert_eq!(ok("0"), None);
+        assert_eq!(ok("0s"), None);
+        assert_eq!(ok("2 fortnights"), None);
     }
 
     #[test]
@@ -622,15 +757,17 @@ mod tests {
         let mut raw = RawSettings::from_pairs([("PRIMARY_URL", "http://127.0.0.1:1")]);
         raw.fill_from_toml(
             "primary_url = \"http://127.0.0.1:9\"\nreplica_url = [\"http://127.0.0.1:2\"]\n\
-             read_replica_ratio = 0.5\ncheck_interval = 1\n",
+             read_replica_ratio = 0.5\ncheck_interval = 1\nrust_log = \"debug\"\n",
             "test.toml",
         )
         .unwrap();
         let config = Config::validate(&raw).unwrap();
         assert_eq!(config.primary_url, "http://127.0.0.1:1");
-        assert_eq!(config.replica_urls, vec!["http://127.0.0.1:2".to_string()]);
+        assert_eq!(config.replica_url, vec!["http://127.0.0.1:2".to_string()]);
         assert_eq!(config.read_replica_ratio, 0.5);
         assert_eq!(config.check_interval, Duration::from_secs(1));
+        assert_eq!(config.rust_log, "debug");
+        assert_eq!(raw.log_filter(), "debug");
     }
 
     #[test]
@@ -642,28 +779,65 @@ mod tests {
     }
 
     #[test]
-    fn display_redacts_the_admin_token() {
+    fn display_lists_every_setting_and_redacts_the_admin_token() {
         let config =
             validate(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("ADMIN_TOKEN", "s3cret")]).unwrap();
         let line = config.to_string();
         assert!(!line.contains("s3cret"));
-        assert!(line.contains("<redacted>"));
+        assert!(line.contains("admin_token=<redacted>"), "{line}");
+        assert!(line.starts_with("primary_url=http://127.0.0.1:1 replica_url=[] "), "{line}");
+        assert!(line.contains(" wal_retention=7days "), "{line}");
+        for name in setting_names() {
+            assert!(line.contains(&format!("{name}=")), "{name} missing from {line}");
+        }
     }
 
     #[test]
     fn database_url_picks_the_backend_and_hides_the_password() {
         let base = ("PRIMARY_URL", "http://127.0.0.1:1");
         let config = validate(&[base]).unwrap();
-        assert_eq!(config.database, DatabaseUrl::Sqlite(DEFAULT_SQLITE_FILE.into()));
+        assert_eq!(config.database_url, DatabaseUrl::Sqlite("chroma-ha-wal.sqlite".into()));
         let config = validate(&[base, ("DATABASE_URL", "sqlite:///var/lib/wal.db")]).unwrap();
-        assert_eq!(config.database, DatabaseUrl::Sqlite("/var/lib/wal.db".into()));
+        assert_eq!(config.database_url, DatabaseUrl::Sqlite("/var/lib/wal.db".into()));
         let url = "postgres://chroma:hunter2@db:5432/wal";
         let config = validate(&[base, ("DATABASE_URL", url)]).unwrap();
-        assert_eq!(config.database, DatabaseUrl::Postgres(url.into()));
+        assert_eq!(config.database_url, DatabaseUrl::Postgres(url.into()));
         assert!(!config.to_string().contains("hunter2"));
         assert!(config.to_string().contains("postgres://chroma:****@db:5432/wal"));
         let errors = validate(&[base, ("DATABASE_URL", "mysql://x")]).unwrap_err();
         assert_eq!(settings_named(errors), vec!["DATABASE_URL"]);
+    }
+
+    #[test]
+    fn a_password_query_parameter_is_hidden_too() {
+        let url = "postgresql://chroma@db/wal?sslmode=require&password=hunter2";
+        let shown = DatabaseUrl::Postgres(url.into()).to_string();
+        assert_eq!(shown, "postgresql://chroma@db/wal?sslmode=require&password=****");
+        let shown = DatabaseUrl::Postgres("postgres://db/wal?PassWord=x%20y".into()).to_string();
+        assert_eq!(shown, "postgres://db/wal?PassWord=****");
+        let unparsable = DatabaseUrl::Postgres("postgres://u:hunter2@h1:5432,h2:5432/db".into());
+        assert_eq!(unparsable.to_string(), "postgres://****");
+    }
+
+    #[test]
+    fn migrate_needs_only_the_database_url() {
+        let raw = RawSettings::from_pairs([("DATABASE_URL", "postgres://db/wal")]);
+        assert_eq!(raw.database_url().unwrap(), DatabaseUrl::Postgres("postgres://db/wal".into()));
+        let default = RawSettings::default().database_url().unwrap();
+        assert_eq!(default, DatabaseUrl::Sqlite("chroma-ha-wal.sqlite".into()));
+        let bad = RawSettings::from_pairs([("DATABASE_URL", "mysql://x")]).database_url();
+        assert_eq!(settings_named(bad.unwrap_err()), vec!["DATABASE_URL"]);
+        assert_eq!(RawSettings::default().log_filter(), "info");
+    }
+
+    #[test]
+    fn cli_keeps_given_flags_as_text_and_leaves_defaults_out() {
+        let cli = Cli::try_parse_from(["chroma-ha", "--check-interval", "3s", "migrate"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert_eq!(cli.settings.get("check_interval"), Some("3s"));
+        assert_eq!(cli.settings.get("listen_addr"), None, "a default is not a given value");
+        let cli = Cli::try_parse_from(["chroma-ha", "--replica-url", "http://h:1,http://h:2"]);
+        assert_eq!(cli.unwrap().settings.get("replica_url"), Some("http://h:1,http://h:2"));
     }
 
     #[test]

@@ -2,16 +2,21 @@
 
 use std::process::ExitCode;
 
-use chroma_ha::config::{Cli, Command, Config, ConfigError};
+use chroma_ha::config::{Cli, Command, Config, ConfigError, RawSettings};
 use chroma_ha::wal::store::WalStore;
-use clap::Parser;
 use log::{error, info};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let raw = match RawSettings::load(&cli) {
+        Ok(raw) => raw,
+        Err(errors) => return config_errors(errors),
+    };
+    // Logging starts once the settings are read, since the config file may set RUST_LOG;
+    // configuration errors go to stderr directly.
+    init_logging(&raw.log_filter());
     if cli.command == Some(Command::Migrate) {
-        let database = match Config::load_database(&cli) {
+        let database = match raw.database_url() {
             Ok(database) => database,
             Err(errors) => return config_errors(errors),
         };
@@ -26,7 +31,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match Config::load(&cli) {
+    let config = match Config::validate(&raw) {
         Ok(config) => config,
         Err(errors) => return config_errors(errors),
     };
@@ -44,6 +49,13 @@ fn main() -> ExitCode {
     // Exit now: requests are drained and the WAL committed; dropping the runtime would wait for
     // blocking tasks still retrying an unreachable WAL store.
     std::process::exit(code)
+}
+
+/// env_logger with RUST_LOG as the configuration resolved it (flag, environment, config file,
+/// default `info`); RUST_LOG_STYLE as env_logger reads it.
+fn init_logging(filter: &str) {
+    let style = std::env::var("RUST_LOG_STYLE").unwrap_or_default();
+    env_logger::Builder::new().parse_filters(filter).parse_write_style(&style).init();
 }
 
 /// One line per bad setting, then exit status 2.

@@ -606,14 +606,13 @@ impl LaneRun {
         let (status, answer) = self.call(method, base, &prepared.path, body).await?;
         // Replay is at least once: a delete of what is gone, or a create of a tenant or
         // database that exists, is done already.
-        let already_done = match (status.as_u16(), route.op) {
+        let already_done = matches!(
+            (status.as_u16(), route.op),
             (
                 404,
-                Operation::DeleteRecords | Operation::DeleteCollection | Operation::DeleteDatabase,
-            ) => true,
-            (409, Operation::CreateTenant | Operation::CreateDatabase) => true,
-            _ => false,
-        };
+                Operation::DeleteRecords | Operation::DeleteCollection | Operation::DeleteDatabase
+            ) | (409, Operation::CreateTenant | Operation::CreateDatabase)
+        );
         if !status.is_success() && !already_done {
             return Err(rejected(status, &answer));
         }

@@ -126,7 +126,7 @@ fn start_wal(
     specs: &[InstanceSpec],
 ) -> Result<(WalStore, Addr<WalWriterActor>), WalError> {
     let names = specs.iter().map(|s| s.name.clone()).collect();
-    let store = WalStore::open(&config.database, names)?;
+    let store = WalStore::open(&config.database_url, names)?;
     let (queued, dropped) = store.recover()?;
     if queued > 0 {
         warn!(
@@ -137,7 +137,7 @@ fn start_wal(
         warn!("recovery: dropped {dropped} backlog rows of instances no longer configured");
     }
     let head = store.head_seq()?;
-    info!("write-ahead log: {} ({}), head at seq {head}", store.backend(), config.database);
+    info!("write-ahead log: {} ({}), head at seq {head}", store.backend(), config.database_url);
     let writer_store = store.clone();
     let ttl = config.idempotency_ttl;
     let wal = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
