@@ -7,13 +7,14 @@
 //! # Layout
 //!
 //! - [`config`]: flags, env vars and TOML file, validated into one `Config`.
+//! - [`app`]: the composition root: opens the WAL, starts the actors, binds the server.
 //! - [`instance`]: typed instance ids, names and roles.
 //! - [`actors::health`]: `HealthActor`, one per instance: probes, passive mark-down, overrides.
 //! - [`actors::router`]: `RouterActor`: the ordered candidates for each read or write.
 //! - [`chroma::routes`]: Chroma's route table: read, write, or refused.
 //! - [`chroma::headers`]: which headers cross the proxy.
 //! - [`upstream`]: one call to one instance, its failure classified for failover.
-//! - [`http`]: actix-web server; [`http::proxy`] is the failover loop, [`http::service`] the
+//! - [`http`]: actix-web handlers; [`http::proxy`] is the failover loop, [`http::service`] the
 //!   status endpoints, [`http::admin`] the admin endpoints.
 //! - [`stats`]: lock-free request counters.
 //! - [`wal`]: the write-ahead log store (diesel, PostgreSQL or SQLite).
@@ -28,6 +29,7 @@
 //! - [`ordering`]: writes whose claims conflict pass through the proxy one at a time.
 
 pub mod actors;
+pub mod app;
 pub mod apply;
 pub mod chroma;
 pub mod config;

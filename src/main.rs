@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Err(errors) => return config_errors(errors),
     };
     info!("chroma-ha {} starting: {config}", env!("CARGO_PKG_VERSION"));
-    let code = match actix_web::rt::System::new().block_on(chroma_ha::http::serve(&config)) {
+    let code = match actix_web::rt::System::new().block_on(chroma_ha::app::serve(&config)) {
         Ok(()) => {
             info!("shutdown complete");
             0

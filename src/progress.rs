@@ -16,6 +16,16 @@ use tokio::sync::Notify;
 use crate::instance::InstanceId;
 use crate::policy::Scope;
 
+/// What an instance must have applied before a request is sent to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Every logged write of these scopes.
+    Scopes(Vec<Scope>),
+    /// Every logged write: a reset or tenant write may not overtake anything the instance still
+    /// owes (a reset run before an owed add would strand that add for good).
+    Everything,
+}
+
 /// What every instance owes, per scope.
 pub struct Progress {
     owed: Mutex<Vec<HashMap<Scope, i64>>>,
@@ -74,17 +84,26 @@ impl Progress {
         self.with(|owed| owed.iter().map(|m| m.values().filter(|n| **n > 0).sum()).collect())
     }
 
-    /// Waits until `instance` is current on `scopes`, at most `timeout`; answers whether it is.
+    /// Whether `instance` has applied what `needed` names.
+    pub fn has_applied(&self, instance: InstanceId, needed: &Applied) -> bool {
+        match needed {
+            Applied::Scopes(scopes) => self.is_current(instance, scopes),
+            Applied::Everything => self.with(|owed| owed[instance.0].values().all(|n| *n <= 0)),
+        }
+    }
+
+    /// Waits until `instance` has applied what `needed` names, at most `timeout`; answers
+    /// whether it has.
     pub async fn wait_current(
         &self,
         instance: InstanceId,
-        scopes: &[Scope],
+        needed: &Applied,
         timeout: Duration,
     ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let settled = self.settled.notified();
-            if self.is_current(instance, scopes) {
+            if self.has_applied(instance, needed) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -132,16 +151,16 @@ mod tests {
         let p = std::sync::Arc::new(Progress::new(1));
         let c = Scope::Collection("c".into());
         p.owe(InstanceId(0), &c, 1);
-        assert!(
-            !p.wait_current(InstanceId(0), std::slice::from_ref(&c), Duration::from_millis(60))
-                .await
-        );
+        let needed = Applied::Scopes(vec![c.clone()]);
+        assert!(!p.wait_current(InstanceId(0), &needed, Duration::from_millis(60)).await);
+        assert!(!p.has_applied(InstanceId(0), &Applied::Everything));
         let settler = p.clone();
         let scope = c.clone();
         actix::spawn(async move {
             actix::clock::sleep(Duration::from_millis(30)).await;
             settler.settle(InstanceId(0), &scope, 1);
         });
-        assert!(p.wait_current(InstanceId(0), &[c], Duration::from_secs(5)).await);
+        assert!(p.wait_current(InstanceId(0), &needed, Duration::from_secs(5)).await);
+        assert!(p.has_applied(InstanceId(0), &Applied::Everything));
     }
 }

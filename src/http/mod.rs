@@ -1,10 +1,12 @@
-//! The actix-web layer: opens the WAL, starts the actors, then serves the proxy, service and
-//! admin endpoints until SIGTERM or Ctrl-C.
+//! The actix-web layer: the proxy, service and admin handlers and the state they share. The
+//! composition root that starts everything is [`crate::app`].
 //!
-//! Handlers ask the router where a request goes; they never decide health or routing themselves.
+//! Handlers ask the router where a request goes; they never decide health or routing
+//! themselves, and never start actors or open the store.
 
 pub mod admin;
 pub mod error;
+pub mod execute;
 pub mod proxy;
 pub mod service;
 pub mod write;
@@ -12,36 +14,28 @@ pub mod write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Addr, Arbiter, Supervisor};
-use actix_web::{App, HttpServer, web};
-use log::{info, warn};
+use actix::{Addr, Supervisor};
+use actix_web::{HttpRequest, HttpResponse, web};
+use log::error;
 
-use crate::actors::health::{HealthActor, ProbeSettings};
-use crate::actors::mapping::{self, MappingCacheActor};
-use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
-use crate::actors::retention::RetentionActor;
+use self::error::ApiError;
+use crate::chroma::headers::keep_response_header;
+use crate::stats::bump;
+use crate::upstream::UpstreamResponse;
+
+use crate::actors::health::HealthActor;
+use crate::actors::mapping::MappingCacheActor;
+use crate::actors::replay::{ReplayActor, ReplayCounters};
 use crate::actors::router::RouterActor;
-use crate::actors::wal_writer::{Drain, WalWriterActor};
-use crate::apply::{DISCOVERY_RETRY, DiscoveryBackoff};
+use crate::actors::wal_writer::WalWriterActor;
+use crate::apply::DiscoveryBackoff;
 use crate::chroma::ids::MappingTable;
-use crate::config::Config;
-use crate::instance::{InstanceId, InstanceName, InstanceSpec};
+use crate::instance::InstanceSpec;
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
-use crate::wal::store::{WalError, WalStore};
-
-/// Why the proxy could not start or serve.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The WAL store could not be opened or migrated.
-    #[error("cannot open the write-ahead log (DATABASE_URL): {0}")]
-    Wal(#[from] WalError),
-    /// The listening socket could not be bound or the server failed.
-    #[error("cannot serve on LISTEN_ADDR: {0}")]
-    Listen(#[from] std::io::Error),
-}
+use crate::wal::store::WalStore;
 
 /// One instance as the HTTP layer sees it: what it is and who judges its health.
 pub struct InstanceHandle {
@@ -110,7 +104,7 @@ pub struct Worker {
 
 impl Worker {
     /// Starts this thread's router and client; runs inside each worker.
-    fn start(state: &AppState, timeout: Duration) -> Self {
+    pub fn start(state: &AppState, timeout: Duration) -> Self {
         let roles = state.instances.iter().map(|i| i.spec.role).collect();
         let health = state.instances.iter().map(|i| i.health.clone().recipient()).collect();
         let ratio = state.read_replica_ratio;
@@ -120,132 +114,32 @@ impl Worker {
     }
 }
 
-/// Opens and recovers the WAL, then starts its writer on a thread of its own.
-fn start_wal(
-    config: &Config,
-    specs: &[InstanceSpec],
-) -> Result<(WalStore, Addr<WalWriterActor>), WalError> {
-    let names = specs.iter().map(|s| s.name.clone()).collect();
-    let store = WalStore::open(&config.database_url, names)?;
-    let (queued, dropped) = store.recover()?;
-    if queued > 0 {
-        warn!(
-            "recovery: {queued} writes had no recorded outcome (the proxy stopped mid-write); they are queued for replay to every instance"
-        );
-    }
-    if dropped > 0 {
-        warn!("recovery: dropped {dropped} backlog rows of instances no longer configured");
-    }
-    let head = store.head_seq()?;
-    info!("write-ahead log: {} ({}), head at seq {head}", store.backend(), config.database_url);
-    let writer_store = store.clone();
-    let ttl = config.idempotency_ttl;
-    let wal = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-        WalWriterActor::new(writer_store, head, ttl)
-    });
-    let (retained, retention, key_ttl) =
-        (store.clone(), config.wal_retention, config.idempotency_ttl);
-    Supervisor::start(move |_| RetentionActor::new(retained, retention, key_ttl));
-    Ok((store, wal))
+/// Registers every route: Chroma's API first, under a static prefix, so its requests never try
+/// the other routes' patterns; then the service and admin endpoints.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::scope("/api").default_service(web::to(proxy::forward)))
+        .configure(service::routes)
+        .configure(admin::routes)
+        .default_service(web::to(proxy::forward));
 }
 
-/// Loads collection identities and what every instance owes from the log.
-fn load_replication_state(
-    store: &WalStore,
-    specs: &[InstanceSpec],
-) -> Result<(Arc<MappingTable>, Arc<Progress>), WalError> {
-    let names: Vec<InstanceName> = specs.iter().map(|s| s.name.clone()).collect();
-    let table = Arc::new(MappingTable::new(specs.len()));
-    let mappings = mapping::load(store, &table, &names)?;
-    let progress = Arc::new(Progress::new(specs.len()));
-    let mut owed = 0;
-    for (instance, scope, count) in store.owed()? {
-        if let Some(i) = names.iter().position(|n| *n == instance) {
-            progress.owe(InstanceId(i), &scope, count);
-            owed += count;
-        }
-    }
-    info!("replication state: {mappings} collection ids, {owed} entries owed by instances");
-    Ok((table, progress))
+/// The request's path and query string, as the client sent it.
+pub fn path_and_query(req: &HttpRequest) -> &str {
+    req.uri().path_and_query().map_or(req.path(), |p| p.as_str())
 }
 
-/// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
-/// the WAL writer commits the last outcomes. Must run inside an actix `System`.
-pub async fn serve(config: &Config) -> Result<(), ServeError> {
-    let specs = config.instances();
-    let (store, wal) = start_wal(config, &specs)?;
-    let (table, progress) = load_replication_state(&store, &specs)?;
-    let names = specs.iter().map(|s| s.name.clone()).collect();
-    let (mapping_store, mapping_table) = (store.clone(), table.clone());
-    let mapping =
-        Supervisor::start(move |_| MappingCacheActor::new(mapping_store, mapping_table, names));
-    let settings = ProbeSettings::from_interval(config.check_interval);
-    let stats = Stats::new(specs.len());
-    let instances: Vec<InstanceHandle> = specs
-        .iter()
-        .map(|spec| {
-            let judged = spec.clone();
-            let health = Supervisor::start(move |_| HealthActor::new(judged, settings));
-            InstanceHandle { spec: spec.clone(), health }
-        })
-        .collect();
-    let replay_counters = Arc::new(ReplayCounters::default());
-    let parts = ReplayParts {
-        store: store.clone(),
-        specs,
-        table: table.clone(),
-        progress: progress.clone(),
-        mapping: mapping.clone(),
-        health: instances.iter().map(|i| i.health.clone()).collect(),
-        counters: replay_counters.clone(),
-        max_retries: config.max_replay_retries,
-        request_timeout: config.request_timeout,
-    };
-    let replay = Supervisor::start(move |_| ReplayActor::new(parts));
-    let state = web::Data::new(AppState {
-        instances,
-        stats,
-        admin_token: config.admin_token.clone(),
-        started: Instant::now(),
-        read_replica_ratio: config.read_replica_ratio,
-        wal: wal.clone(),
-        store,
-        progress,
-        table,
-        discovery: DiscoveryBackoff::new(DISCOVERY_RETRY),
-        mapping,
-        replay,
-        replay_counters,
-        order: WriteOrder::default(),
-        protected_collections: config.protected_collections.clone(),
-        request_timeout: config.request_timeout,
-    });
-    let timeout = config.request_timeout;
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(web::Data::new(Worker::start(&state, timeout)))
-            // Chroma's API first, under a static prefix: its requests never try the other
-            // routes' patterns.
-            .service(web::scope("/api").default_service(web::to(proxy::forward)))
-            .configure(service::routes)
-            .configure(admin::routes)
-            .default_service(web::to(proxy::forward))
-    })
-    .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64)
-    .bind(config.listen_addr)?
-    .run();
-    info!("listening on http://{}", config.listen_addr);
-    server.await?;
-    if let Err(e) = wal
-        .send(Drain)
-        .await
-        .map(|r| r.map_err(|e| e.to_string()))
-        .unwrap_or_else(|e| Err(e.to_string()))
-    {
-        warn!(
-            "shutdown: the last write outcomes could not be committed ({e}); recovery will queue those writes"
-        );
+/// The 503 for a request no instance could serve, logged with every instance's reason.
+pub fn unavailable(state: &AppState, req: &HttpRequest, detail: String) -> ApiError {
+    bump(&state.stats.unavailable);
+    error!("{} {}: no usable Chroma instance ({detail})", req.method(), req.path());
+    ApiError::Unavailable(detail)
+}
+
+/// The client's answer: Chroma's status, end-to-end headers and body.
+pub fn respond(answer: UpstreamResponse) -> HttpResponse {
+    let mut response = HttpResponse::build(answer.status);
+    for (name, value) in answer.headers.iter().filter(|(name, _)| keep_response_header(name)) {
+        response.append_header((name.clone(), value.clone()));
     }
-    Ok(())
+    response.body(answer.body)
 }

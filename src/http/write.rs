@@ -12,13 +12,14 @@ use log::{error, warn};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::proxy::{Execution, candidates, execute, path_and_query, respond, unavailable};
-use super::{AppState, Worker};
+use super::execute::{Execution, candidates, execute};
+use super::{AppState, Worker, path_and_query, respond, unavailable};
 use crate::actors::replay::Wake;
 use crate::actors::wal_writer::{Append, Resolve};
 use crate::apply::{self, canonical_answer, identity_changes, record_changes};
 use crate::chroma::routes::{Operation, Route};
 use crate::policy::{Access, Claim, Scope};
+use crate::progress::Applied;
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
 use crate::wal::store::Appended;
 
@@ -42,7 +43,12 @@ pub async fn write(
     let scope = Scope::of_write(route);
     // Writes that do not commute run one at a time: the log's order is their order on every
     // instance.
-    let _turn = state.order.turn(Claim::of(route, &body)).await;
+    let claim = Claim::of(route, &body);
+    // A reset, a tenant write or a database delete runs on its target only once that target
+    // owes nothing at all: run first, it would strand the writes still owed there (a reset
+    // schedule's seed 1: an owed add failed for good after the reset ran before it).
+    let everything = claim == Claim::Global || route.op == Operation::DeleteDatabase;
+    let _turn = state.order.turn(claim).await;
     let path = path_and_query(req);
     let record = WriteRecord {
         // Time-ordered ids land at the right edge of the txn_id index: a group commit touches
@@ -83,8 +89,9 @@ pub async fn write(
             if let Some(records) = deleted_collection(route, state) {
                 waits.push(records);
             }
+            let needed = if everything { Applied::Everything } else { Applied::Scopes(waits) };
             let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
-            execute(state, worker, &candidates, Access::Write, req, prepare, &waits).await
+            execute(state, worker, &candidates, Access::Write, req, prepare, &needed).await
         }
         Err(e) => Execution::Unreachable { detail: e.to_string(), may_have_arrived: false },
     };

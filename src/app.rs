@@ -1,0 +1,162 @@
+//! The composition root: opens and recovers the WAL, loads replication state, starts the
+//! actors, then binds the HTTP server and serves until SIGTERM or Ctrl-C.
+//!
+//! Wiring only: nothing here handles a request, routes one, or decides health.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Addr, Arbiter, Supervisor};
+use actix_web::{App, HttpServer, web};
+use log::{info, warn};
+
+use crate::actors::health::{HealthActor, ProbeSettings};
+use crate::actors::mapping::{self, MappingCacheActor};
+use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
+use crate::actors::retention::RetentionActor;
+use crate::actors::wal_writer::{Drain, WalWriterActor};
+use crate::apply::{DISCOVERY_RETRY, DiscoveryBackoff};
+use crate::chroma::ids::MappingTable;
+use crate::config::Config;
+use crate::http::{self, AppState, InstanceHandle, Worker};
+use crate::instance::{InstanceId, InstanceName, InstanceSpec};
+use crate::ordering::WriteOrder;
+use crate::progress::Progress;
+use crate::stats::Stats;
+use crate::wal::store::{WalError, WalStore};
+
+/// Why the proxy could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The WAL store could not be opened or migrated.
+    #[error("cannot open the write-ahead log (DATABASE_URL): {0}")]
+    Wal(#[from] WalError),
+    /// The listening socket could not be bound or the server failed.
+    #[error("cannot serve on LISTEN_ADDR: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// Opens and recovers the WAL, then starts its writer on a thread of its own.
+fn start_wal(
+    config: &Config,
+    specs: &[InstanceSpec],
+) -> Result<(WalStore, Addr<WalWriterActor>), WalError> {
+    let names = specs.iter().map(|s| s.name.clone()).collect();
+    let store = WalStore::open(&config.database_url, names)?;
+    let (queued, dropped) = store.recover()?;
+    if queued > 0 {
+        warn!(
+            "recovery: {queued} writes had no recorded outcome (the proxy stopped mid-write); they are queued for replay to every instance"
+        );
+    }
+    if dropped > 0 {
+        warn!("recovery: dropped {dropped} backlog rows of instances no longer configured");
+    }
+    let head = store.head_seq()?;
+    info!("write-ahead log: {} ({}), head at seq {head}", store.backend(), config.database_url);
+    let writer_store = store.clone();
+    let ttl = config.idempotency_ttl;
+    let wal = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        WalWriterActor::new(writer_store, head, ttl)
+    });
+    let (retained, retention, key_ttl) =
+        (store.clone(), config.wal_retention, config.idempotency_ttl);
+    Supervisor::start(move |_| RetentionActor::new(retained, retention, key_ttl));
+    Ok((store, wal))
+}
+
+/// Loads collection identities and what every instance owes from the log.
+fn load_replication_state(
+    store: &WalStore,
+    specs: &[InstanceSpec],
+) -> Result<(Arc<MappingTable>, Arc<Progress>), WalError> {
+    let names: Vec<InstanceName> = specs.iter().map(|s| s.name.clone()).collect();
+    let table = Arc::new(MappingTable::new(specs.len()));
+    let mappings = mapping::load(store, &table, &names)?;
+    let progress = Arc::new(Progress::new(specs.len()));
+    let mut owed = 0;
+    for (instance, scope, count) in store.owed()? {
+        if let Some(i) = names.iter().position(|n| *n == instance) {
+            progress.owe(InstanceId(i), &scope, count);
+            owed += count;
+        }
+    }
+    info!("replication state: {mappings} collection ids, {owed} entries owed by instances");
+    Ok((table, progress))
+}
+
+/// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
+/// the WAL writer commits the last outcomes. Must run inside an actix `System`.
+pub async fn serve(config: &Config) -> Result<(), ServeError> {
+    let specs = config.instances();
+    let (store, wal) = start_wal(config, &specs)?;
+    let (table, progress) = load_replication_state(&store, &specs)?;
+    let names = specs.iter().map(|s| s.name.clone()).collect();
+    let (mapping_store, mapping_table) = (store.clone(), table.clone());
+    let mapping =
+        Supervisor::start(move |_| MappingCacheActor::new(mapping_store, mapping_table, names));
+    let settings = ProbeSettings::from_interval(config.check_interval);
+    let stats = Stats::new(specs.len());
+    let instances: Vec<InstanceHandle> = specs
+        .iter()
+        .map(|spec| {
+            let judged = spec.clone();
+            let health = Supervisor::start(move |_| HealthActor::new(judged, settings));
+            InstanceHandle { spec: spec.clone(), health }
+        })
+        .collect();
+    let replay_counters = Arc::new(ReplayCounters::default());
+    let parts = ReplayParts {
+        store: store.clone(),
+        specs,
+        table: table.clone(),
+        progress: progress.clone(),
+        mapping: mapping.clone(),
+        health: instances.iter().map(|i| i.health.clone()).collect(),
+        counters: replay_counters.clone(),
+        max_retries: config.max_replay_retries,
+        request_timeout: config.request_timeout,
+    };
+    let replay = Supervisor::start(move |_| ReplayActor::new(parts));
+    let state = web::Data::new(AppState {
+        instances,
+        stats,
+        admin_token: config.admin_token.clone(),
+        started: Instant::now(),
+        read_replica_ratio: config.read_replica_ratio,
+        wal: wal.clone(),
+        store,
+        progress,
+        table,
+        discovery: DiscoveryBackoff::new(DISCOVERY_RETRY),
+        mapping,
+        replay,
+        replay_counters,
+        order: WriteOrder::default(),
+        protected_collections: config.protected_collections.clone(),
+        request_timeout: config.request_timeout,
+    });
+    let timeout = config.request_timeout;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::new(Worker::start(&state, timeout)))
+            .configure(http::routes)
+    })
+    .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64)
+    .bind(config.listen_addr)?
+    .run();
+    info!("listening on http://{}", config.listen_addr);
+    server.await?;
+    if let Err(e) = wal
+        .send(Drain)
+        .await
+        .map(|r| r.map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| Err(e.to_string()))
+    {
+        warn!(
+            "shutdown: the last write outcomes could not be committed ({e}); recovery will queue those writes"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The one failover loop (DESIGN 3 and 4): for each candidate in the router's order, wait for it
+//! to be current on what the request depends on, send the request in that instance's form,
+//! classify the failure, and go on to the next. Used by the read path and the write path.
+//!
+//! Never picks candidates itself (the router does), never logs a request body, and never sends
+//! a write twice to one instance.
+
+use actix_web::HttpRequest;
+use actix_web::web::Bytes;
+use log::warn;
+
+use super::error::ApiError;
+use super::{AppState, Worker};
+use crate::actors::health::{ReportFailure, RequestProbe};
+use crate::actors::router::RouteRequest;
+use crate::apply::{self, NotOnInstance, Prepared};
+use crate::instance::InstanceId;
+use crate::policy::{Access, Scope};
+use crate::progress::Applied;
+use crate::stats::bump;
+use crate::upstream::{UpstreamError, UpstreamResponse};
+
+/// What became of a request sent down the candidate list.
+pub enum Execution {
+    /// An instance answered (any status); it is the one that executed the request.
+    Answered { instance: InstanceId, answer: UpstreamResponse },
+    /// No candidate could be reached; the reason for each one tried, and whether one of them
+    /// may have received the request (a timeout or a broken connection, not a refusal).
+    Unreachable { detail: String, may_have_arrived: bool },
+    /// The request could not be sent at all; no instance would take it.
+    Invalid(String),
+}
+
+/// The router's candidates for a request of this kind.
+pub async fn candidates(
+    worker: &Worker,
+    access: Access,
+    scopes: Vec<Scope>,
+) -> Result<Vec<InstanceId>, ApiError> {
+    worker
+        .router
+        .send(RouteRequest { access, scopes })
+        .await
+        .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))
+}
+
+/// Sends the request to the candidates in order, each in the form `prepare` gives for it: a
+/// connection failure or timeout marks the instance down and moves on; a 5xx is tried once on
+/// the next candidate. A candidate that has not applied every logged write of `wait_for` is
+/// first given REQUEST_TIMEOUT to catch up (reads see every acknowledged write; a write never
+/// overtakes earlier ones).
+pub async fn execute(
+    state: &AppState,
+    worker: &Worker,
+    candidates: &[InstanceId],
+    access: Access,
+    req: &HttpRequest,
+    prepare: impl Fn(InstanceId) -> Result<Prepared, NotOnInstance>,
+    wait_for: &Applied,
+) -> Execution {
+    let stats = &state.stats;
+    let (method, path) = (req.method(), req.path());
+    let mut failures: Vec<String> = Vec::new();
+    let mut retried_server_error = false;
+    let mut may_have_arrived = false;
+    for (n, id) in candidates.iter().enumerate() {
+        let instance = &state.instances[id.0];
+        let counters = &stats.instances[id.0];
+        let name = &instance.spec.name;
+        let next = candidates.get(n + 1).map(|next| &state.instances[next.0].spec.name);
+        let timeout = state.request_timeout;
+        if !state.progress.wait_current(*id, wait_for, timeout).await {
+            warn!(
+                "{method} {path}: {name} has not caught up within {timeout:?}; trying the next one"
+            );
+            failures.push(format!("{name}: still catching up after {timeout:?}"));
+            continue;
+        }
+        let prepared = match prepare(*id) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let sent = send_prepared(worker, &instance.spec.url, method, req, prepared);
+        match sent.await {
+            Ok(answer)
+                if answer.status.is_server_error() && !retried_server_error && next.is_some() =>
+            {
+                retried_server_error = true;
+                bump(&counters.failures);
+                bump(&stats.failovers);
+                let next = next.map_or("", |n| n.as_str());
+                warn!(
+                    "failover: {method} {path}: {name} answered {}; re-sending to {next}",
+                    answer.status
+                );
+                failures.push(format!("{name}: answered {}", answer.status));
+            }
+            Ok(answer) => {
+                bump(match access {
+                    Access::Read => &counters.reads,
+                    Access::Write => &counters.writes,
+                });
+                return Execution::Answered { instance: *id, answer };
+            }
+            Err(e) if e.fails_over() => {
+                bump(&counters.failures);
+                may_have_arrived |= e.may_have_arrived();
+                let reason = format!("{method} {path}: {e}");
+                if e.marks_down() {
+                    instance.health.do_send(ReportFailure { reason });
+                } else {
+                    instance.health.do_send(RequestProbe { reason });
+                }
+                if let Some(next) = next {
+                    bump(&stats.failovers);
+                    warn!("failover: {method} {path}: {name}: {e}; re-sending to {next}");
+                }
+                failures.push(format!("{name}: {e}"));
+            }
+            Err(e) => return Execution::Invalid(format!("{name}: {e}")),
+        }
+    }
+    let detail = if failures.is_empty() {
+        "every instance is down or has not applied the writes this request depends on".to_string()
+    } else {
+        failures.join("; ")
+    };
+    Execution::Unreachable { detail, may_have_arrived }
+}
+
+/// Sends a prepared request; an update first asks the instance which of its ids it has and
+/// sends only those, or answers Chroma's 200 `{}` itself when none is left
+/// ([`apply::PresenceCheck`]).
+async fn send_prepared(
+    worker: &Worker,
+    url: &str,
+    method: &actix_web::http::Method,
+    req: &HttpRequest,
+    prepared: Prepared,
+) -> Result<UpstreamResponse, UpstreamError> {
+    let mut body = prepared.body;
+    if let Some(check) = prepared.presence {
+        let post = actix_web::http::Method::POST;
+        let get = worker.upstream.send(url, &post, &check.get_path, req.headers(), check.get_body);
+        let answer = get.await?;
+        if !answer.status.is_success() {
+            // The update would be refused the same way (its collection is gone, say).
+            return Ok(answer);
+        }
+        match apply::PresenceCheck::keep_present(&body, &answer.body) {
+            Ok(Some(kept)) => body = kept,
+            Ok(None) => {
+                let mut headers = actix_web::http::header::HeaderMap::new();
+                headers.insert(
+                    actix_web::http::header::CONTENT_TYPE,
+                    actix_web::http::header::HeaderValue::from_static("application/json"),
+                );
+                return Ok(UpstreamResponse {
+                    status: actix_web::http::StatusCode::OK,
+                    headers,
+                    body: Bytes::from_static(b"{}"),
+                });
+            }
+            Err(e) => {
+                return Err(UpstreamError::Request(format!("checking the update's ids: {e}")));
+            }
+        }
+    }
+    worker.upstream.send(url, method, &prepared.path, req.headers(), body).await
+}
