@@ -174,6 +174,9 @@ pub fn run(seed: u64, resets: bool) -> Report {
         writers.iter().flat_map(|w| w.tenants.iter().map(|t| t.name.clone())).collect();
     let print = agreed_fingerprint(&cluster, &tenants, &mut report);
     check(&print, &writers, &mut report);
+    if std::env::var("FAULT_DEBUG").is_ok() {
+        debug(&print, &writers);
+    }
     if !report.clean() {
         let saved = std::env::temp_dir().join(format!("chroma-ha-faults-seed-{seed}.log"));
         let _ = std::fs::write(&saved, cluster.proxy.log());
@@ -181,6 +184,22 @@ pub fn run(seed: u64, resets: bool) -> Report {
         eprintln!("{schedule}{kind}\n{}\nproxy log: {}", report.problems(), saved.display());
     }
     report
+}
+
+/// With `FAULT_DEBUG` set: what the instances ended with, and what each writer did.
+fn debug(print: &Value, writers: &[Writer]) {
+    for (name, held) in print.as_object().unwrap() {
+        let records = held["ids"].as_array().map_or(0, Vec::len);
+        eprintln!("{name}: {records} records, metadata {}", held.get("metadata").unwrap_or(held));
+    }
+    for w in writers {
+        let (acknowledged, uncertain) = (w.acknowledged, w.uncertain);
+        let collections = w.collections.len();
+        eprintln!(
+            "w{} {:?}: {collections} collections, {acknowledged} acknowledged writes, {uncertain} uncertain",
+            w.index, w.role
+        );
+    }
 }
 
 /// When the resets of a reset schedule happen: seeded, within the faults' span.
