@@ -6,19 +6,25 @@
 pub mod schedule;
 pub mod writer;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Chroma, DB, Postgres, Proxy, fingerprint, get, post};
-use schedule::{Fault, Schedule, Target};
-use writer::Writer;
+use crate::support::{Chroma, DB, Postgres, Proxy, fingerprint_deep, get, post};
+use schedule::{Fault, Rng, Schedule, Target};
+use writer::{Answer, Collection, Control, Role, Shared, Tenant, Writer, send};
 
-/// Concurrent writers per run.
-const WRITERS: usize = 4;
+/// The concurrent writers of a run, by role: record writers, and the writers that conflict
+/// with them on purpose (collection delete and recreate, rename and metadata, tenants).
+const ROLES: [Role; 6] =
+    [Role::Records, Role::Records, Role::Records, Role::Churn, Role::Rename, Role::Tenants];
+/// Resets in a reset schedule.
+const RESETS: usize = 2;
+/// Longest time a reset is retried (writers paused) before the run gives up on the oracle.
+const RESET_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest wait for the log to drain and the instances to agree after healing.
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -107,23 +113,37 @@ impl Cluster {
     }
 }
 
-/// Runs the schedule of `seed` and checks the outcome.
-pub fn run(seed: u64) -> Report {
+/// Runs the schedule of `seed` and checks the outcome; with `resets`, [`RESETS`] resets at
+/// seeded times, each with every writer paused, run alongside the faults.
+pub fn run(seed: u64, resets: bool) -> Report {
     let schedule = Schedule::draw(seed);
     let mut cluster = Cluster::start();
     let proxy_url = cluster.proxy.url();
     let shared = post(&format!("{proxy_url}{DB}/collections"), json!({ "name": "shared" }));
     assert_eq!(shared.status, 200, "{shared:?}");
-    let shared_id = shared.body["id"].as_str().unwrap().to_string();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|i| {
-            let writer = Writer::new(i, seed, proxy_url.clone(), ("shared", &shared_id));
-            let stop = stop.clone();
-            std::thread::spawn(move || writer.run(stop))
+    let shared = Shared {
+        generation: 0,
+        name: "shared".into(),
+        id: shared.body["id"].as_str().unwrap().to_string(),
+    };
+    let writers: Vec<Writer> = ROLES
+        .iter()
+        .enumerate()
+        .map(|(i, &role)| Writer::new(i, role, seed, proxy_url.clone(), &shared))
+        .collect();
+    let control = Arc::new(Control { stop: AtomicBool::new(false), shared: RwLock::new(shared) });
+    let writers: Vec<_> = writers
+        .into_iter()
+        .map(|writer| {
+            let control = control.clone();
+            std::thread::spawn(move || writer.run(control))
         })
         .collect();
+    let resetter = resets.then(|| {
+        let (control, proxy_url) = (control.clone(), proxy_url.clone());
+        let times = reset_times(seed, &schedule);
+        std::thread::spawn(move || reset_at(&times, &proxy_url, &control))
+    });
     for step in &schedule.steps {
         std::thread::sleep(step.pause);
         // PostgreSQL heals first: a proxy restarting needs its WAL store.
@@ -137,25 +157,106 @@ pub fn run(seed: u64) -> Report {
             cluster.heal(target, fault);
         }
     }
+    let reset_problems = resetter.map(|r| r.join().unwrap()).unwrap_or_default();
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
+    control.stop.store(true, Ordering::Relaxed);
     let writers: Vec<Writer> = writers.into_iter().map(|w| w.join().unwrap()).collect();
 
     let mut report = Report {
         acknowledged: writers.iter().map(|w| w.acknowledged).sum(),
         uncertain: writers.iter().map(|w| w.uncertain).sum(),
         refused: writers.iter().flat_map(|w| w.refused.iter().cloned()).collect(),
+        stuck: reset_problems,
         ..Report::default()
     };
     settle(&cluster, &mut report);
-    let print = agreed_fingerprint(&cluster, &mut report);
+    let tenants: Vec<String> =
+        writers.iter().flat_map(|w| w.tenants.iter().map(|t| t.name.clone())).collect();
+    let print = agreed_fingerprint(&cluster, &tenants, &mut report);
     check(&print, &writers, &mut report);
+    if std::env::var("FAULT_DEBUG").is_ok() {
+        debug(&print, &writers);
+    }
     if !report.clean() {
         let saved = std::env::temp_dir().join(format!("chroma-ha-faults-seed-{seed}.log"));
         let _ = std::fs::write(&saved, cluster.proxy.log());
-        eprintln!("{schedule}\n{}\nproxy log: {}", report.problems(), saved.display());
+        let kind = if resets { " (with resets)" } else { "" };
+        eprintln!("{schedule}{kind}\n{}\nproxy log: {}", report.problems(), saved.display());
     }
     report
+}
+
+/// With `FAULT_DEBUG` set: what the instances ended with, and what each writer did.
+fn debug(print: &Value, writers: &[Writer]) {
+    for (name, held) in print.as_object().unwrap() {
+        let records = held["ids"].as_array().map_or(0, Vec::len);
+        eprintln!("{name}: {records} records, metadata {}", held.get("metadata").unwrap_or(held));
+    }
+    for w in writers {
+        let (acknowledged, uncertain) = (w.acknowledged, w.uncertain);
+        let collections = w.collections.len();
+        eprintln!(
+            "w{} {:?}: {collections} collections, {acknowledged} acknowledged writes, {uncertain} uncertain",
+            w.index, w.role
+        );
+    }
+}
+
+/// When the resets of a reset schedule happen: seeded, within the faults' span.
+pub fn reset_times(seed: u64, schedule: &Schedule) -> Vec<Duration> {
+    let span: Duration = schedule.steps.iter().map(|s| s.pause + s.hold).sum();
+    let mut rng = Rng::new(seed ^ 0x7e5e_7000);
+    let mut times: Vec<Duration> =
+        (0..RESETS).map(|_| rng.millis(1000, span.as_millis().max(1001) as u64)).collect();
+    times.sort();
+    times
+}
+
+/// Resets at these times after the start, each with every writer paused; afterwards the
+/// writers go on in a fresh shared collection. Returns what kept the oracle from being exact.
+fn reset_at(times: &[Duration], proxy: &str, control: &Control) -> Vec<String> {
+    let start = Instant::now();
+    for (n, &at) in times.iter().enumerate() {
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        let generation = n as u64 + 1;
+        let mut shared = control.shared.write().unwrap();
+        let url = format!("{proxy}/api/v2/reset");
+        let Some(_) = send_until_acknowledged("POST", &url, None, &format!("reset-{generation}"))
+        else {
+            return vec![format!("reset {generation} never acknowledged")];
+        };
+        let name = format!("shared-g{generation}");
+        let url = format!("{proxy}{DB}/collections");
+        let body = json!({ "name": name, "get_or_create": true });
+        let key = format!("shared-g{generation}");
+        let Some(created) = send_until_acknowledged("POST", &url, Some(&body), &key) else {
+            return vec![format!("create {name} never acknowledged")];
+        };
+        let id = created["id"].as_str().unwrap().to_string();
+        *shared = Shared { generation, name, id };
+    }
+    Vec::new()
+}
+
+/// Retries (same key) until acknowledged; `None` after [`RESET_DEADLINE`] or a refusal.
+fn send_until_acknowledged(
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+    key: &str,
+) -> Option<Value> {
+    let start = Instant::now();
+    while start.elapsed() < RESET_DEADLINE {
+        match send(method, url, body, key) {
+            Answer::Acknowledged(body) => return Some(body),
+            Answer::Refused(why) => {
+                eprintln!("{method} {url}: refused: {why}");
+                return None;
+            }
+            Answer::Uncertain => {}
+        }
+    }
+    None
 }
 
 /// Waits until the log has nothing pending and no entry failed; what remains is stuck.
@@ -173,21 +274,22 @@ fn settle(cluster: &Cluster, report: &mut Report) {
     report.stuck.push(format!("after {SETTLE:?}: {last}"));
 }
 
-/// Both instances' fingerprints once they agree; the collections that still differ after the
-/// deadline are divergent.
-fn agreed_fingerprint(cluster: &Cluster, report: &mut Report) -> Value {
+/// Both instances' fingerprints (with collection metadata and these tenants) once they agree;
+/// what still differs after the deadline is divergent.
+fn agreed_fingerprint(cluster: &Cluster, tenants: &[String], report: &mut Report) -> Value {
     let start = Instant::now();
     loop {
-        let (a, b) = (fingerprint(&cluster.primary), fingerprint(&cluster.replica));
+        let a = fingerprint_deep(&cluster.primary, tenants);
+        let b = fingerprint_deep(&cluster.replica, tenants);
         if a == b {
             return a;
         }
         if start.elapsed() > SETTLE {
             let (a, b) = (a.as_object().unwrap(), b.as_object().unwrap());
-            let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for name in names.into_iter().filter(|n| a.get(*n) != b.get(*n)) {
                 report.divergent.push(format!(
-                    "collection {name}: primary {:?} replica {:?}",
+                    "{name}: primary {:?} replica {:?}",
                     a.get(name),
                     b.get(name)
                 ));
@@ -201,71 +303,181 @@ fn agreed_fingerprint(cluster: &Cluster, report: &mut Report) -> Value {
 /// Every writer's knowledge against what the instances hold.
 fn check(print: &Value, writers: &[Writer], report: &mut Report) {
     let print = print.as_object().unwrap();
-    let mut known: Vec<&str> = Vec::new();
+    let mut known: BTreeSet<String> = BTreeSet::new();
     for writer in writers {
         let mine = format!("w{}-", writer.index);
         for c in &writer.collections {
-            known.push(&c.name);
-            let name = &c.name;
-            let Some(found) = print.get(name) else {
-                if !c.exists.contains(&false) {
-                    report.lost.push(format!("collection {name} (acknowledged create)"));
-                }
-                continue;
-            };
-            if !c.exists.contains(&true) {
-                report.resurrected.push(format!("collection {name} (acknowledged delete)"));
-                continue;
-            }
-            let held = records(found, &mine);
-            for (id, states) in &c.records {
-                // Present without a value never matches an expected state.
-                let got = held.get(id.as_str()).map(|v| v.unwrap_or(i64::MIN));
-                if states.contains(&got) {
-                    continue;
-                }
-                let what = format!("{name}/{id}: holds {got:?}, acknowledged {states:?}");
-                if got.is_some() && states == &[None] {
-                    report.resurrected.push(what);
-                } else {
-                    report.lost.push(what);
-                }
-            }
-            for id in held.keys().filter(|id| !c.records.contains_key(**id)) {
-                report.resurrected.push(format!("{name}/{id}: never written"));
-            }
+            check_collection(print, c, &mine, &mut known, report);
+        }
+        for t in &writer.tenants {
+            check_tenant(print, t, &mut known, report);
         }
     }
-    for name in print.keys().filter(|n| !known.contains(&n.as_str())) {
-        report.resurrected.push(format!("collection {name}: never created"));
+    for name in print.keys().filter(|n| !known.contains(*n)) {
+        report.resurrected.push(format!("{name}: never created"));
     }
 }
 
-/// `id -> metadata v` of the records of one writer (ids starting with `mine`).
-fn records<'a>(collection: &'a Value, mine: &str) -> BTreeMap<&'a str, Option<i64>> {
-    let ids = collection["ids"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let metadatas = collection["metadatas"].as_array().map(Vec::as_slice).unwrap_or_default();
-    ids.iter()
-        .zip(metadatas)
-        .filter_map(|(id, m)| Some((id.as_str()?, m["v"].as_i64())))
-        .filter(|(id, _)| id.starts_with(mine))
-        .collect()
+fn check_collection(
+    print: &serde_json::Map<String, Value>,
+    c: &Collection,
+    mine: &str,
+    known: &mut BTreeSet<String>,
+    report: &mut Report,
+) {
+    let mut names: Vec<String> = c.looks.iter().map(|(n, _)| format!("{}{n}", c.prefix)).collect();
+    names.dedup();
+    known.extend(names.iter().cloned());
+    let found: Vec<(&String, &Value)> =
+        names.iter().filter_map(|n| print.get(n).map(|f| (n, f))).collect();
+    let (name, found) = match found.as_slice() {
+        [] => {
+            if !c.exists.contains(&false) {
+                report
+                    .lost
+                    .push(format!("collection {} (acknowledged create)", names.join(" or ")));
+            }
+            return;
+        }
+        [one] => *one,
+        _ => {
+            report.divergent.push(format!("collection under several names: {names:?}"));
+            return;
+        }
+    };
+    if !c.exists.contains(&true) {
+        report.resurrected.push(format!("collection {name} (acknowledged delete)"));
+        return;
+    }
+    let metadata = found.get("metadata").unwrap_or(&Value::Null);
+    let allowed: Vec<&Value> = c
+        .looks
+        .iter()
+        .filter(|(n, _)| format!("{}{n}", c.prefix) == *name)
+        .map(|(_, m)| m)
+        .collect();
+    if !allowed.contains(&metadata) {
+        report
+            .lost
+            .push(format!("collection {name}: metadata {metadata}, acknowledged {allowed:?}"));
+    }
+    let held = records(found, mine);
+    for (id, states) in &c.records {
+        let got = match held.get(id.as_str()) {
+            None => None,
+            Some(Ok(v)) => Some(*v),
+            Some(Err(why)) => {
+                report.divergent.push(format!("{name}/{id}: {why}, acknowledged {states:?}"));
+                continue;
+            }
+        };
+        if states.contains(&got) {
+            continue;
+        }
+        let what = format!("{name}/{id}: holds {got:?}, acknowledged {states:?}");
+        if got.is_some() && states == &[None] {
+            report.resurrected.push(what);
+        } else {
+            report.lost.push(what);
+        }
+    }
+    for id in held.keys().filter(|id| !c.records.contains_key(**id)) {
+        report.resurrected.push(format!("{name}/{id}: never written"));
+    }
+}
+
+fn check_tenant(
+    print: &serde_json::Map<String, Value>,
+    t: &Tenant,
+    known: &mut BTreeSet<String>,
+    report: &mut Report,
+) {
+    let key = format!("tenant {}", t.name);
+    known.insert(key.clone());
+    let Some(databases) = print.get(&key).and_then(Value::as_array) else {
+        if !t.exists.contains(&false) {
+            report.lost.push(format!("{key} (acknowledged create)"));
+        }
+        return;
+    };
+    if !t.exists.contains(&true) {
+        report.resurrected.push(format!("{key} (acknowledged delete or reset)"));
+        return;
+    }
+    let held: Vec<&str> = databases.iter().filter_map(Value::as_str).collect();
+    for (name, exists) in &t.databases {
+        match (held.contains(&name.as_str()), exists.contains(&true), exists.contains(&false)) {
+            (true, false, _) => report.resurrected.push(format!("{key}: database {name}")),
+            (false, _, false) => report.lost.push(format!("{key}: database {name}")),
+            _ => {}
+        }
+    }
+    for name in held.iter().filter(|n| !t.databases.iter().any(|(d, _)| d == *n)) {
+        report.resurrected.push(format!("{key}: database {name} never created"));
+    }
+}
+
+/// `id -> value` of the records of one writer (ids starting with `mine`): the value whose
+/// write gave the record its document, embedding and metadata, or why there is none.
+fn records<'a>(collection: &'a Value, mine: &str) -> BTreeMap<&'a str, Result<i64, String>> {
+    let column = |k: &str, i: usize| collection[k].get(i).unwrap_or(&Value::Null);
+    let mut held = BTreeMap::new();
+    for (i, id) in collection["ids"].as_array().into_iter().flatten().enumerate() {
+        let Some(id) = id.as_str().filter(|id| id.starts_with(mine)) else { continue };
+        let (document, metadata) = (column("documents", i), column("metadatas", i));
+        let embedding: Option<Vec<f64>> = column("embeddings", i)
+            .as_array()
+            .map(|e| e.iter().filter_map(Value::as_f64).collect());
+        let value = metadata["v"].as_i64().filter(|&v| {
+            document.as_str() == Some(&writer::document(id, v))
+                && embedding == Some(writer::embedding(v).iter().map(|&x| f64::from(x)).collect())
+        });
+        let why = || {
+            let e = json!(embedding);
+            format!("document {document}, embedding {e}, metadata {metadata}: not from one write")
+        };
+        held.insert(id, value.ok_or_else(why));
+    }
+    held
 }
 
 #[test]
-fn the_check_catches_lost_resurrected_and_phantom_records() {
-    let mut writer = Writer::new(0, 1, String::new(), ("shared", "id"));
-    let shared = &mut writer.collections[0].records;
-    shared.insert("w0-r0".into(), vec![Some(1)]);
-    shared.insert("w0-r1".into(), vec![None]);
-    shared.insert("w0-r2".into(), vec![None, Some(3)]);
-    shared.insert("w0-r3".into(), vec![Some(4)]);
+fn the_check_catches_lost_resurrected_mixed_and_phantom_records() {
+    let shared = Shared { generation: 0, name: "shared".into(), id: "id".into() };
+    let mut writer = Writer::new(0, Role::Records, 1, String::new(), &shared);
+    let records = &mut writer.collections[0].records;
+    records.insert("w0-r0".into(), vec![Some(1)]);
+    records.insert("w0-r1".into(), vec![None]);
+    records.insert("w0-r2".into(), vec![None, Some(3)]);
+    records.insert("w0-r3".into(), vec![Some(4)]);
+    records.insert("w0-r4".into(), vec![Some(6)]);
+    let held = |id: &str, v: i64| {
+        (json!(id), json!(writer::document(id, v)), json!({"v": v}), json!(writer::embedding(v)))
+    };
+    let rows = [
+        held("w0-r1", 2),
+        held("w0-r2", 3),
+        held("w0-r3", 5),
+        // Metadata of the acknowledged write, document of another one.
+        (
+            json!("w0-r4"),
+            json!(writer::document("w0-r4", 5)),
+            json!({"v": 6}),
+            json!(writer::embedding(6)),
+        ),
+        held("w0-r9", 9),
+        held("w1-r0", 1),
+    ];
     let print = json!({"shared": {
-        "ids": ["w0-r1", "w0-r2", "w0-r3", "w0-r9", "w1-r0"],
-        "metadatas": [{"v": 2}, {"v": 3}, {"v": 5}, {"v": 9}, {"v": 1}],
+        "ids": rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        "documents": rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        "metadatas": rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>(),
+        "embeddings": rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>(),
+        "metadata": null,
     }, "stranger": {"ids": [], "metadatas": []}});
     let mut report = Report::default();
     check(&print, &[writer], &mut report);
     assert_eq!(report.lost.len(), 2, "w0-r0 missing, w0-r3 holds another value: {:?}", report.lost);
+    assert_eq!(report.divergent.len(), 1, "w0-r4 mixes two writes: {:?}", report.divergent);
     assert_eq!(report.resurrected.len(), 3, "w0-r1, w0-r9, stranger: {:?}", report.resurrected);
 }

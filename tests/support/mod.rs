@@ -709,3 +709,12 @@ impl Stack {
         Self { proxy, primary, replica, wal }
     }
 }
+
+/// [`fingerprint`] with each collection's own metadata, and these tenants' databases and
+/// collections (see tests/py/fingerprint.py).
+pub fn fingerprint_deep(instance: &Chroma, tenants: &[String]) -> Value {
+    let mut args = vec![instance.url(), "--deep".to_string()];
+    args.extend(tenants.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    python_result(&python("fingerprint.py", &args))
+}
