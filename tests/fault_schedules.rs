@@ -44,10 +44,10 @@ fn seed_26() {
 
 /// A schedule with resets: every writer pauses, the proxy is reset, and the writers go on in
 /// fresh collections; nothing written before a reset may be left anywhere.
-/// Fails on 705ba4c: a reset sent to an instance that still owes collection writes overtakes
-/// them there; they then fail for good ("no instance has collection") and stay stuck.
+/// Regression: a reset sent to an instance that still owed collection writes ran there before
+/// them; they then failed for good ("no instance has collection") and stayed stuck. A reset now
+/// waits until its target owes nothing.
 #[test]
-#[ignore = "proxy bug: a reset overtakes the collection writes its target still owes"]
 fn reset_schedule_seed_1() {
     assert_clean(1, true);
 }
