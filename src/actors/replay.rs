@@ -337,15 +337,25 @@ impl Blocker {
         Self { seq: row.seq, claim: entry_claim(row) }
     }
 
-    /// Whether `p` must wait: it comes later and its claim conflicts with this one's (an entry
-    /// whose route is unknown conflicts with everything).
-    fn blocks(&self, p: &PendingEntry) -> bool {
-        p.entry.seq > self.seq
-            && match (&self.claim, entry_claim(&p.entry)) {
-                (Some(a), Some(b)) => a.conflicts(&b),
+    /// Whether the entry `seq` with `claim` must wait: it comes later and its claim conflicts
+    /// with this one's (an entry whose route is unknown conflicts with everything).
+    fn blocks(&self, seq: Seq, claim: Option<&Claim>) -> bool {
+        seq > self.seq
+            && match (&self.claim, claim) {
+                (Some(a), Some(b)) => a.conflicts(b),
                 _ => true,
             }
     }
+}
+
+/// Whether any of `blockers` holds `p` back; `p`'s claim is worked out once, and only when
+/// something failed on this instance.
+fn held_back(blockers: &[Blocker], p: &PendingEntry) -> bool {
+    if blockers.is_empty() {
+        return false;
+    }
+    let claim = entry_claim(&p.entry);
+    blockers.iter().any(|b| b.blocks(p.entry.seq, claim.as_ref()))
 }
 
 /// The claim of a logged entry, widened to whole collections: a refused write of some records
@@ -428,7 +438,7 @@ impl LaneRun {
                     .collect();
                 let in_flight = ready.len() < read;
                 let runnable: Vec<PendingEntry> =
-                    ready.into_iter().filter(|p| !blockers.iter().any(|b| b.blocks(p))).collect();
+                    ready.into_iter().filter(|p| !held_back(&blockers, p)).collect();
                 for batch in plan(&runnable, max_batch) {
                     match self.apply_batch(batch).await {
                         Step::Next => {}
