@@ -15,10 +15,12 @@ use crate::actors::mapping::{self, MappingCacheActor};
 use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
-use crate::apply::{DISCOVERY_RETRY, DiscoveryBackoff};
-use crate::chroma::ids::MappingTable;
+use crate::apply::effects::{DISCOVERY_RETRY, DiscoveryBackoff};
 use crate::config::Config;
-use crate::http::{self, AppState, InstanceHandle, Worker};
+use crate::http::admin::AdminAuth;
+use crate::http::log_reader::LogReader;
+use crate::http::{self, Cluster, Identities, InstanceHandle, Worker, WritePath};
+use crate::identity::MappingTable;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
@@ -118,29 +120,37 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         request_timeout: config.request_timeout,
     };
     let replay = Supervisor::start(move |_| ReplayActor::new(parts));
-    let state = web::Data::new(AppState {
+    let cluster = web::Data::new(Cluster {
         instances,
         stats,
-        admin_token: config.admin_token.clone(),
-        started: Instant::now(),
-        read_replica_ratio: config.read_replica_ratio,
-        wal: wal.clone(),
-        store,
         progress,
-        table,
-        discovery: DiscoveryBackoff::new(DISCOVERY_RETRY),
-        mapping,
-        replay,
-        replay_counters,
-        order: WriteOrder::default(),
-        protected_collections: config.protected_collections.clone(),
+        read_replica_ratio: config.read_replica_ratio,
         request_timeout: config.request_timeout,
+        started: Instant::now(),
     });
-    let timeout = config.request_timeout;
+    let ids = web::Data::new(Identities {
+        table,
+        mapping,
+        discovery: DiscoveryBackoff::new(DISCOVERY_RETRY),
+    });
+    let writes = web::Data::new(WritePath {
+        wal: wal.clone(),
+        order: WriteOrder::default(),
+        replay: replay.clone(),
+        protected_collections: config.protected_collections.clone(),
+    });
+    let log = web::Data::new(LogReader::new(store, replay_counters));
+    let auth = web::Data::new(AdminAuth(config.admin_token.clone()));
+    let replay = web::Data::new(replay);
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
-            .app_data(web::Data::new(Worker::start(&state, timeout)))
+            .app_data(web::Data::new(Worker::start(&cluster)))
+            .app_data(cluster.clone())
+            .app_data(ids.clone())
+            .app_data(writes.clone())
+            .app_data(log.clone())
+            .app_data(auth.clone())
+            .app_data(replay.clone())
             .configure(http::routes)
     })
     .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64)

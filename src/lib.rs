@@ -22,8 +22,10 @@
 //! - [`actors::retention`]: `RetentionActor`, deletes what every instance has applied.
 //! - [`actors::replay`]: `ReplayActor`, applies the log to instances that lack entries.
 //! - [`actors::mapping`]: `MappingCacheActor`, persists collection identities.
-//! - [`chroma::ids`]: canonical collection ids and their translation.
-//! - [`apply`]: one logged write as one instance must receive it, and what its answer implies.
+//! - [`identity`]: canonical collection ids, and each collection's id and name per instance.
+//! - [`chroma::ids`]: where collection ids are in Chroma's paths and answers.
+//! - [`apply`]: one logged write as one instance must receive it ([`apply::translate`], pure),
+//!   and the identity changes its answer implies, recorded by [`apply::effects`].
 //! - [`progress`]: what each instance still owes, for read-your-writes routing.
 //! - [`policy`]: read or write, the scopes of progress, the claims of writes and how they nest.
 //! - [`ordering`]: writes whose claims conflict pass through the proxy one at a time.
@@ -34,6 +36,7 @@ pub mod apply;
 pub mod chroma;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod instance;
 pub mod ordering;
 pub mod policy;

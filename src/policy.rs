@@ -202,6 +202,29 @@ impl Claim {
             ) => a == b && ra.conflicts(rb),
         }
     }
+
+    /// The scopes whose logged writes an instance must have applied before a write with this
+    /// claim runs there: those of every write whose claim can conflict with it, so that it
+    /// never overtakes one on any instance. `None`: every scope (a Global claim).
+    /// `collections_of(database)` lists the canonical ids of a database's collections.
+    pub fn waits_for(
+        &self,
+        collections_of: impl FnOnce(&str) -> Vec<String>,
+    ) -> Option<Vec<Scope>> {
+        match self {
+            Self::Global => None,
+            Self::Database(database) => {
+                let mut scopes = vec![Scope::Global, Scope::Database(database.clone())];
+                scopes.extend(collections_of(database).into_iter().map(Scope::Collection));
+                Some(scopes)
+            }
+            Self::Collection { database, collection, .. } => Some(vec![
+                Scope::Global,
+                Scope::Database(database.clone()),
+                Scope::Collection(collection.clone()),
+            ]),
+        }
+    }
 }
 
 /// `tenant/name` of the database a create names in its body.
@@ -364,6 +387,27 @@ mod tests {
             "a database create whose name cannot be read claims everything"
         );
         assert_eq!(claim("DELETE", D, ""), Claim::Database("t/d".into()));
+    }
+
+    /// A write waits for what its claim conflicts with: a collection delete for the record
+    /// writes of every collection of its database (fault schedule seed 26), a database delete
+    /// for everything in it, a reset for everything (reset schedule seed 1).
+    #[test]
+    fn a_write_waits_for_every_scope_it_conflicts_with() {
+        let in_d = |d: &str| if d == "t/d" { vec![C1.to_string()] } else { Vec::new() };
+        let waits = |method, path: &str, body| claim(method, path, body).waits_for(in_d);
+        let database = vec![Scope::Global, Scope::Database("t/d".into())];
+        let with_c1 = [database.clone(), vec![Scope::Collection(C1.into())]].concat();
+        assert_eq!(waits("DELETE", &format!("{D}/collections/docs"), ""), Some(with_c1.clone()));
+        assert_eq!(waits("DELETE", D, ""), Some(with_c1.clone()));
+        assert_eq!(waits("POST", "/api/v2/reset", ""), None);
+        assert_eq!(waits("POST", "/api/v2/tenants", r#"{"name":"x"}"#), None);
+        let add = waits("POST", &format!("{D}/collections/{C1}/add"), r#"{"ids":["a"]}"#);
+        assert_eq!(add, Some(with_c1));
+        let other = waits("POST", &format!("{D}/collections/{C2}/upsert"), "{}");
+        assert_eq!(other, Some([database, vec![Scope::Collection(C2.into())]].concat()));
+        let created = waits("POST", &format!("{T}/databases"), r#"{"name":"e"}"#);
+        assert_eq!(created, Some(vec![Scope::Global, Scope::Database("t/e".into())]));
     }
 
     #[test]

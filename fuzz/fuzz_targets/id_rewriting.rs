@@ -5,10 +5,10 @@
 
 use actix_web::http::Method;
 use actix_web::web::Bytes;
-use chroma_ha::apply::{canonical_answer, prepare};
-use chroma_ha::chroma::ids::{
-    CanonicalId, InstanceCollectionId, MappingTable, collections_in, rewrite_collection_ids,
-    rewrite_path,
+use chroma_ha::apply::translate::{canonical_answer, prepare};
+use chroma_ha::chroma::ids::{collections_in, rewrite_collection_ids, rewrite_path};
+use chroma_ha::identity::{
+    CanonicalId, IdentityChange, InstanceCollectionId, MappingTable, Placement,
 };
 use chroma_ha::chroma::routes::classify;
 use chroma_ha::instance::InstanceId;
@@ -59,9 +59,16 @@ fuzz_target!(|input: (&str, &str, &str, &[u8], bool)| {
 
     // The translation the write path and replay use, with one collection mapped.
     let table = MappingTable::new(2);
-    let canonical = CanonicalId(CANONICAL.into());
-    table.set(&canonical, ("t", "d", "c"), InstanceId(0), &InstanceCollectionId(CANONICAL.into()));
-    table.set(&canonical, ("t", "d", "c"), InstanceId(1), &InstanceCollectionId(LOCAL.into()));
+    for (instance, local) in [(0, CANONICAL), (1, LOCAL)] {
+        table.apply(&IdentityChange::Placed(Placement {
+            canonical: CanonicalId(CANONICAL.into()),
+            tenant: "t".into(),
+            database: "d".into(),
+            name: "c".into(),
+            instance: InstanceId(instance),
+            local: InstanceCollectionId(local.into()),
+        }));
+    }
     let method = if replay { Method::POST } else { Method::GET };
     let Ok(route) = classify(&method, split(path).0) else { return };
     let bytes = Bytes::copy_from_slice(body);

@@ -11,31 +11,15 @@ use std::sync::Arc;
 use actix::prelude::*;
 use log::info;
 
-use crate::chroma::ids::{CanonicalId, InstanceCollectionId, MappingTable};
+use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, MappingTable, Placement};
 use crate::instance::{InstanceId, InstanceName};
 use crate::wal::models::{MappingRow, now_ms};
 use crate::wal::store::{WalError, WalStore};
 
-/// `instance` knows canonical collection `canonical` as `local`.
+/// Persist one identity change, then publish it to the table.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), WalError>")]
-pub struct Record {
-    pub canonical: CanonicalId,
-    pub tenant: String,
-    pub database: String,
-    pub name: String,
-    pub instance: InstanceId,
-    pub local: InstanceCollectionId,
-}
-
-/// `instance` no longer has `canonical` (it applied the deletion), or, with `None`, no
-/// collection at all (it applied a reset).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<(), WalError>")]
-pub struct Forget {
-    pub instance: InstanceId,
-    pub canonical: Option<CanonicalId>,
-}
+pub struct Persist(pub IdentityChange);
 
 /// Persists and publishes collection identities.
 pub struct MappingCacheActor {
@@ -60,12 +44,14 @@ pub fn load(
     let rows = store.mappings()?;
     for row in &rows {
         if let Some(i) = names.iter().position(|n| *n == row.instance) {
-            table.set(
-                &CanonicalId(row.canonical_id.clone()),
-                (&row.tenant, &row.database_name, &row.name),
-                InstanceId(i),
-                &InstanceCollectionId(row.instance_id.clone()),
-            );
+            table.apply(&IdentityChange::Placed(Placement {
+                canonical: CanonicalId(row.canonical_id.clone()),
+                tenant: row.tenant.clone(),
+                database: row.database_name.clone(),
+                name: row.name.clone(),
+                instance: InstanceId(i),
+                local: InstanceCollectionId(row.instance_id.clone()),
+            }));
         }
     }
     Ok(rows.len())
@@ -77,60 +63,42 @@ impl Actor for MappingCacheActor {
 
 impl Supervised for MappingCacheActor {}
 
-impl Handler<Record> for MappingCacheActor {
+impl Handler<Persist> for MappingCacheActor {
     type Result = AtomicResponse<Self, Result<(), WalError>>;
 
-    fn handle(&mut self, msg: Record, _: &mut Context<Self>) -> Self::Result {
-        let row = MappingRow {
-            canonical_id: msg.canonical.0.clone(),
-            instance: self.names[msg.instance.0].clone(),
-            instance_id: msg.local.0.clone(),
-            tenant: msg.tenant.clone(),
-            database_name: msg.database.clone(),
-            name: msg.name.clone(),
-            updated_ms: now_ms(),
-        };
+    fn handle(&mut self, Persist(change): Persist, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
-        let persist = actix_web::rt::task::spawn_blocking(move || store.save_mapping(&row));
+        let persist = match &change {
+            IdentityChange::Placed(p) => {
+                let row = MappingRow {
+                    canonical_id: p.canonical.0.clone(),
+                    instance: self.names[p.instance.0].clone(),
+                    instance_id: p.local.0.clone(),
+                    tenant: p.tenant.clone(),
+                    database_name: p.database.clone(),
+                    name: p.name.clone(),
+                    updated_ms: now_ms(),
+                };
+                actix_web::rt::task::spawn_blocking(move || store.save_mapping(&row))
+            }
+            IdentityChange::Dropped { instance, canonical } => {
+                let instance = self.names[instance.0].clone();
+                let canonical = canonical.as_ref().map(|c| c.0.clone());
+                actix_web::rt::task::spawn_blocking(move || {
+                    store.delete_mappings(&instance, canonical.as_deref())
+                })
+            }
+        };
         AtomicResponse::new(Box::pin(persist.into_actor(self).map(move |saved, act, _| {
             saved.map_err(|e| WalError::Unavailable(e.to_string()))??;
-            act.table.set(
-                &msg.canonical,
-                (&msg.tenant, &msg.database, &msg.name),
-                msg.instance,
-                &msg.local,
-            );
-            if msg.canonical.0 != msg.local.0 {
+            act.table.apply(&change);
+            if let IdentityChange::Placed(p) = &change
+                && p.canonical.0 != p.local.0
+            {
                 info!(
                     "collection {}/{}/{}: canonical id {} is {} on {}",
-                    msg.tenant,
-                    msg.database,
-                    msg.name,
-                    msg.canonical,
-                    msg.local.0,
-                    act.names[msg.instance.0]
+                    p.tenant, p.database, p.name, p.canonical, p.local.0, act.names[p.instance.0]
                 );
-            }
-            Ok(())
-        })))
-    }
-}
-
-impl Handler<Forget> for MappingCacheActor {
-    type Result = AtomicResponse<Self, Result<(), WalError>>;
-
-    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
-        let instance = self.names[msg.instance.0].clone();
-        let canonical = msg.canonical.clone();
-        let persist = actix_web::rt::task::spawn_blocking(move || {
-            store.delete_mappings(&instance, canonical.as_ref().map(|c| c.0.as_str()))
-        });
-        AtomicResponse::new(Box::pin(persist.into_actor(self).map(move |deleted, act, _| {
-            deleted.map_err(|e| WalError::Unavailable(e.to_string()))??;
-            match &msg.canonical {
-                Some(canonical) => act.table.forget(canonical, msg.instance),
-                None => act.table.forget_instance(msg.instance),
             }
             Ok(())
         })))

@@ -22,12 +22,10 @@ use serde_json::{Map, Value};
 
 use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
 use super::mapping::MappingCacheActor;
-use crate::apply::{
-    DiscoveryError, PresenceCheck, discover, identity_changes, known_by_name, prepare,
-    record_changes,
-};
-use crate::chroma::ids::{MappingTable, Translation};
+use crate::apply::effects::{DiscoveryError, discover, record_changes};
+use crate::apply::translate::{PresenceCheck, identity_changes, known_by_name, prepare};
 use crate::chroma::routes::{Operation, Route, classify};
+use crate::identity::{MappingTable, Translation};
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
 use crate::policy::{self, Claim, Scope};
 use crate::progress::Progress;

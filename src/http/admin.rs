@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use actix::Addr;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
@@ -13,13 +14,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::service::snapshots;
-use super::{AppState, InstanceHandle};
+use super::log_reader::LogReader;
+use super::{Cluster, Identities};
 use crate::actors::health::{ClearForce, ForceHealth};
-use crate::actors::mapping::Record;
-use crate::actors::replay::{RetryFailed, Skip};
-use crate::chroma::ids::{CanonicalId, InstanceCollectionId};
+use crate::actors::replay::{ReplayActor, RetryFailed, Skip};
+use crate::apply::effects::record_changes;
 use crate::chroma::routes::is_collection_id;
+use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
 use crate::wal::models::Seq;
 
 /// Longest override: a forgotten one must not outlive a day.
@@ -64,9 +65,11 @@ fn default_database() -> String {
 async fn create_mapping(
     req: HttpRequest,
     body: Bytes,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    cluster: web::Data<Cluster>,
+    ids: web::Data<Identities>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
+    auth.check(&req)?;
     let body: MappingBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"collection_name\", \"primary_id\", \"replica_id\"}}: {e}"
@@ -81,23 +84,18 @@ async fn create_mapping(
         return Err(ApiError::BadRequest("collection_name must not be empty".into()));
     }
     let canonical = CanonicalId(body.primary_id.clone());
+    let mut changes = Vec::new();
     for (instance, local) in [("primary", &body.primary_id), ("replica", &body.replica_id)] {
-        let instance = self::instance(&state, instance)?.spec.id;
-        let record = Record {
+        changes.push(IdentityChange::Placed(Placement {
             canonical: canonical.clone(),
             tenant: body.tenant.clone(),
             database: body.database.clone(),
             name: body.collection_name.clone(),
-            instance,
+            instance: cluster.named(instance)?.spec.id,
             local: InstanceCollectionId(local.clone()),
-        };
-        state
-            .mapping
-            .send(record)
-            .await
-            .map_err(|e| ApiError::Internal(format!("mapping actor unavailable: {e}")))?
-            .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+        }));
     }
+    record_changes(changes, &ids.mapping).await?;
     warn!(
         "admin: mapping of collection {} set by hand: primary {}, replica {}",
         body.collection_name, body.primary_id, body.replica_id
@@ -128,20 +126,17 @@ struct FailedQuery {
 /// One page of failed replays, oldest first; `next_after` pages on.
 async fn failed_replays(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    log: web::Data<LogReader>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
+    auth.check(&req)?;
     let query = web::Query::<FailedQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("expected ?after=SEQ&limit=N: {e}")))?;
     let limit = query.limit.unwrap_or(FAILED_PAGE);
     if !(1..=FAILED_PAGE_MAX).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be 1 to {FAILED_PAGE_MAX}")));
     }
-    let (store, after) = (state.store.clone(), Seq(query.after));
-    let failed = web::block(move || store.failed(after, limit))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+    let failed = log.failed(Seq(query.after), limit).await?;
     let next_after = (failed.len() as i64 == limit).then(|| failed.last().map(|f| f.seq)).flatten();
     Ok(HttpResponse::Ok().json(json!({ "failed": failed, "next_after": next_after })))
 }
@@ -157,9 +152,11 @@ struct RetryBody {
 async fn retry_replays(
     req: HttpRequest,
     body: Bytes,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    cluster: web::Data<Cluster>,
+    replay: web::Data<Addr<ReplayActor>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
+    auth.check(&req)?;
     let body: RetryBody = if body.is_empty() {
         RetryBody::default()
     } else {
@@ -170,15 +167,13 @@ async fn retry_replays(
         })?
     };
     let instance = match &body.instance {
-        Some(name) => Some(self::instance(&state, name)?.spec.id),
+        Some(name) => Some(cluster.named(name)?.spec.id),
         None => None,
     };
-    let count = state
-        .replay
+    let count = replay
         .send(RetryFailed { seq: body.seq.map(Seq), instance })
         .await
-        .map_err(|e| ApiError::Internal(format!("replay actor unavailable: {e}")))?
-        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+        .map_err(ApiError::actor("replay actor"))??;
     Ok(HttpResponse::Ok().json(json!({ "requeued": count })))
 }
 
@@ -195,9 +190,11 @@ struct SkipBody {
 async fn skip_replay(
     req: HttpRequest,
     body: Bytes,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    cluster: web::Data<Cluster>,
+    replay: web::Data<Addr<ReplayActor>>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
+    auth.check(&req)?;
     let body: SkipBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"seq\": number, \"instance\": name, \"reason\": text}}: {e}"
@@ -206,13 +203,11 @@ async fn skip_replay(
     if body.reason.trim().is_empty() {
         return Err(ApiError::BadRequest("reason must say why the entry is skipped".into()));
     }
-    let instance = self::instance(&state, &body.instance)?.spec.id;
-    let skipped = state
-        .replay
+    let instance = cluster.named(&body.instance)?.spec.id;
+    let skipped = replay
         .send(Skip { seq: Seq(body.seq), instance, reason: body.reason.clone() })
         .await
-        .map_err(|e| ApiError::Internal(format!("replay actor unavailable: {e}")))?
-        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
+        .map_err(ApiError::actor("replay actor"))??;
     if !skipped {
         return Err(ApiError::NotFound(format!(
             "entry {} is not owed by {}: nothing to skip",
@@ -231,20 +226,26 @@ struct ForceBody {
     duration_seconds: f64,
 }
 
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(expected) = &state.admin_token else {
-        return Err(ApiError::AdminDisabled);
-    };
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+/// The bearer token of the admin endpoints, if they are enabled.
+pub struct AdminAuth(pub Option<String>);
+
+impl AdminAuth {
+    /// Whether `req` carries the admin token; compared in constant time.
+    pub fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        let Some(expected) = &self.0 else {
+            return Err(ApiError::AdminDisabled);
+        };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 
@@ -253,29 +254,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn instance<'a>(state: &'a AppState, name: &str) -> Result<&'a InstanceHandle, ApiError> {
-    state.instance(name).ok_or_else(|| {
-        let known: Vec<&str> = state.instances.iter().map(|i| i.spec.name.as_str()).collect();
-        ApiError::NotFound(format!("no instance named `{name}` (known: {})", known.join(", ")))
-    })
-}
-
 async fn list_instances(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    Ok(HttpResponse::Ok().json(json!({"instances": snapshots(&state).await?})))
+    auth.check(&req)?;
+    Ok(HttpResponse::Ok().json(json!({"instances": cluster.snapshots().await?})))
 }
 
 async fn force_health(
     req: HttpRequest,
     name: web::Path<String>,
     body: Bytes,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let instance = instance(&state, &name)?;
+    auth.check(&req)?;
+    let instance = cluster.named(&name)?;
     let body: ForceBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"healthy\": bool, \"duration_seconds\": number}}: {e}"
@@ -294,7 +290,7 @@ async fn force_health(
         .health
         .send(ForceHealth { healthy: body.healthy, duration })
         .await
-        .map_err(|e| ApiError::Internal(format!("health actor unavailable: {e}")))?;
+        .map_err(ApiError::actor("health actor"))?;
     Ok(HttpResponse::Ok().json(json!({
         "instance": instance.spec.name,
         "healthy": body.healthy,
@@ -305,15 +301,16 @@ async fn force_health(
 async fn clear_health(
     req: HttpRequest,
     name: web::Path<String>,
-    state: web::Data<AppState>,
+    auth: web::Data<AdminAuth>,
+    cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state)?;
-    let instance = instance(&state, &name)?;
+    auth.check(&req)?;
+    let instance = cluster.named(&name)?;
     let cleared = instance
         .health
         .send(ClearForce)
         .await
-        .map_err(|e| ApiError::Internal(format!("health actor unavailable: {e}")))?;
+        .map_err(ApiError::actor("health actor"))?;
     Ok(HttpResponse::Ok().json(json!({"instance": instance.spec.name, "cleared": cleared})))
 }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::chroma::errors::ErrorName;
 use crate::chroma::routes::RouteError;
+use crate::wal::store::WalError;
 
 /// A request the proxy answers without an instance's help.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +32,12 @@ pub enum ApiError {
     /// Missing or wrong admin bearer token.
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    /// The write-ahead log store cannot be used.
-    #[error("{0}")]
-    WalUnavailable(String),
+    /// The write-ahead log store could not answer a read.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A write the log could not take: refused, executed nowhere.
+    #[error("{0}; the write was not executed")]
+    NotLogged(#[source] WalError),
     /// A request with the same idempotency key is still in flight.
     #[error("{0}")]
     Conflict(String),
@@ -46,12 +50,37 @@ pub enum ApiError {
     /// An instance's answer could not be passed on.
     #[error("{0}")]
     BadGateway(String),
+    /// An actor of the proxy did not answer.
+    #[error("the {actor} did not answer: {source}")]
+    ActorGone {
+        actor: &'static str,
+        #[source]
+        source: actix::MailboxError,
+    },
+    /// A task on the blocking pool did not finish.
+    #[error("a blocking task failed: {0}")]
+    Blocking(#[from] actix_web::error::BlockingError),
     /// An internal part of the proxy did not answer.
     #[error("{0}")]
     Internal(String),
 }
 
+/// The status a store error is answered with: an outage is 503 (retry later), a conflict 409,
+/// anything else a bug (500).
+fn wal_status(e: &WalError) -> StatusCode {
+    match e {
+        WalError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WalError::Conflict(_) => StatusCode::CONFLICT,
+        WalError::Bug(_) | WalError::Migration(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl ApiError {
+    /// Wraps the failure of a message to `actor` (`.map_err(ApiError::actor("router"))`).
+    pub fn actor(actor: &'static str) -> impl FnOnce(actix::MailboxError) -> Self {
+        move |source| Self::ActorGone { actor, source }
+    }
+
     /// The Chroma error name the official clients map to their exception for this condition.
     pub fn name(&self) -> ErrorName {
         match self {
@@ -61,9 +90,15 @@ impl ApiError {
             Self::PayloadTooLarge(_) | Self::Conflict(_) => ErrorName::Chroma,
             Self::AdminDisabled | Self::Forbidden(_) => ErrorName::Authorization,
             Self::Unauthorized => ErrorName::Auth,
+            Self::Wal(e) | Self::NotLogged(e) if wal_status(e) == StatusCode::CONFLICT => {
+                ErrorName::Chroma
+            }
             Self::Unavailable(_)
-            | Self::WalUnavailable(_)
+            | Self::Wal(_)
+            | Self::NotLogged(_)
             | Self::BadGateway(_)
+            | Self::ActorGone { .. }
+            | Self::Blocking(_)
             | Self::Internal(_) => ErrorName::Internal,
         }
     }
@@ -77,11 +112,14 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AdminDisabled | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Unavailable(_) | Self::WalUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Wal(e) | Self::NotLogged(e) => wal_status(e),
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ActorGone { .. } | Self::Blocking(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -113,7 +151,10 @@ mod tests {
             (ApiError::Forbidden(String::new()), 403, "AuthorizationError"),
             (ApiError::AdminDisabled, 403, "AuthorizationError"),
             (ApiError::Unauthorized, 401, "AuthError"),
-            (ApiError::WalUnavailable(String::new()), 503, "InternalError"),
+            (ApiError::Wal(WalError::Unavailable(String::new())), 503, "InternalError"),
+            (ApiError::NotLogged(WalError::Unavailable(String::new())), 503, "InternalError"),
+            (ApiError::NotLogged(WalError::Conflict(String::new())), 409, "ChromaError"),
+            (ApiError::Wal(WalError::Bug(String::new())), 500, "InternalError"),
             (ApiError::Conflict(String::new()), 409, "ChromaError"),
             (ApiError::IdempotencyMismatch(String::new()), 422, "InvalidArgumentError"),
             (ApiError::Unavailable(String::new()), 503, "InternalError"),

@@ -10,10 +10,10 @@ use actix_web::web::Bytes;
 use log::warn;
 
 use super::error::ApiError;
-use super::{AppState, Worker};
+use super::{Cluster, Worker};
 use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::RouteRequest;
-use crate::apply::{self, NotOnInstance, Prepared};
+use crate::apply::translate::{NotOnInstance, PresenceCheck, Prepared};
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
@@ -41,7 +41,7 @@ pub async fn candidates(
         .router
         .send(RouteRequest { access, scopes })
         .await
-        .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))
+        .map_err(ApiError::actor("router"))
 }
 
 /// Sends the request to the candidates in order, each in the form `prepare` gives for it: a
@@ -50,7 +50,7 @@ pub async fn candidates(
 /// first given REQUEST_TIMEOUT to catch up (reads see every acknowledged write; a write never
 /// overtakes earlier ones).
 pub async fn execute(
-    state: &AppState,
+    cluster: &Cluster,
     worker: &Worker,
     candidates: &[InstanceId],
     access: Access,
@@ -58,18 +58,18 @@ pub async fn execute(
     prepare: impl Fn(InstanceId) -> Result<Prepared, NotOnInstance>,
     wait_for: &Applied,
 ) -> Execution {
-    let stats = &state.stats;
+    let stats = &cluster.stats;
     let (method, path) = (req.method(), req.path());
     let mut failures: Vec<String> = Vec::new();
     let mut retried_server_error = false;
     let mut may_have_arrived = false;
     for (n, id) in candidates.iter().enumerate() {
-        let instance = &state.instances[id.0];
+        let instance = &cluster.instances[id.0];
         let counters = &stats.instances[id.0];
         let name = &instance.spec.name;
-        let next = candidates.get(n + 1).map(|next| &state.instances[next.0].spec.name);
-        let timeout = state.request_timeout;
-        if !state.progress.wait_current(*id, wait_for, timeout).await {
+        let next = candidates.get(n + 1).map(|next| &cluster.instances[next.0].spec.name);
+        let timeout = cluster.request_timeout;
+        if !cluster.progress.wait_current(*id, wait_for, timeout).await {
             warn!(
                 "{method} {path}: {name} has not caught up within {timeout:?}; trying the next one"
             );
@@ -133,7 +133,7 @@ pub async fn execute(
 
 /// Sends a prepared request; an update first asks the instance which of its ids it has and
 /// sends only those, or answers Chroma's 200 `{}` itself when none is left
-/// ([`apply::PresenceCheck`]).
+/// ([`PresenceCheck`]).
 async fn send_prepared(
     worker: &Worker,
     url: &str,
@@ -150,7 +150,7 @@ async fn send_prepared(
             // The update would be refused the same way (its collection is gone, say).
             return Ok(answer);
         }
-        match apply::PresenceCheck::keep_present(&body, &answer.body) {
+        match PresenceCheck::keep_present(&body, &answer.body) {
             Ok(Some(kept)) => body = kept,
             Ok(None) => {
                 let mut headers = actix_web::http::header::HeaderMap::new();

@@ -1,12 +1,16 @@
-//! The actix-web layer: the proxy, service and admin handlers and the state they share. The
-//! composition root that starts everything is [`crate::app`].
+//! The actix-web layer: the proxy, service and admin handlers and the narrow handles they take.
+//! The composition root that starts everything is [`crate::app`].
 //!
-//! Handlers ask the router where a request goes; they never decide health or routing
-//! themselves, and never start actors or open the store.
+//! Each handler takes only the handles it uses: [`Cluster`] (the instances and what the
+//! failover loop judges them by), [`Identities`] (collection ids), [`WritePath`] (the log's
+//! writer and the write order), [`log_reader::LogReader`] (the one reader of the log), [`admin::AdminAuth`]
+//! and the worker's own [`Worker`]. Handlers ask the router where a request goes; they never
+//! decide health or routing themselves, and never start actors or open the store.
 
 pub mod admin;
 pub mod error;
 pub mod execute;
+pub mod log_reader;
 pub mod proxy;
 pub mod service;
 pub mod write;
@@ -16,26 +20,22 @@ use std::time::{Duration, Instant};
 
 use actix::{Addr, Supervisor};
 use actix_web::{HttpRequest, HttpResponse, web};
-use log::error;
+use futures_util::future::join_all;
 
 use self::error::ApiError;
-use crate::chroma::headers::keep_response_header;
-use crate::stats::bump;
-use crate::upstream::UpstreamResponse;
-
-use crate::actors::health::HealthActor;
+use crate::actors::health::{GetHealth, HealthActor, HealthSnapshot};
 use crate::actors::mapping::MappingCacheActor;
-use crate::actors::replay::{ReplayActor, ReplayCounters};
+use crate::actors::replay::ReplayActor;
 use crate::actors::router::RouterActor;
 use crate::actors::wal_writer::WalWriterActor;
-use crate::apply::DiscoveryBackoff;
-use crate::chroma::ids::MappingTable;
+use crate::apply::effects::DiscoveryBackoff;
+use crate::chroma::headers::keep_response_header;
+use crate::identity::MappingTable;
 use crate::instance::InstanceSpec;
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
-use crate::stats::Stats;
-use crate::upstream::Upstream;
-use crate::wal::store::WalStore;
+use crate::stats::{Stats, bump};
+use crate::upstream::{Upstream, UpstreamResponse};
 
 /// One instance as the HTTP layer sees it: what it is and who judges its health.
 pub struct InstanceHandle {
@@ -45,52 +45,87 @@ pub struct InstanceHandle {
     pub health: Addr<HealthActor>,
 }
 
-/// State shared by every worker.
-pub struct AppState {
+/// The instances, and what the failover loop judges them by.
+pub struct Cluster {
     /// Every instance, indexed by `InstanceId`.
     pub instances: Vec<InstanceHandle>,
     /// Request counters.
     pub stats: Stats,
-    /// Bearer token of the admin endpoints, if enabled.
-    pub admin_token: Option<String>,
-    /// When the proxy started.
-    pub started: Instant,
-    /// Share of reads sent to replicas, for the routers.
-    pub read_replica_ratio: f64,
-    /// The log's only writer.
-    pub wal: Addr<WalWriterActor>,
-    /// The log, for blocking reads (status, transactions) on actix's blocking pool.
-    pub store: WalStore,
     /// What every instance still owes, per scope.
     pub progress: Arc<Progress>,
-    /// Collection ids on every instance.
-    pub table: Arc<MappingTable>,
-    /// Collections whose discovery failed recently.
-    pub discovery: DiscoveryBackoff,
-    /// The writer of collection identities.
-    pub mapping: Addr<MappingCacheActor>,
-    /// The replayer, woken by new entries.
-    pub replay: Addr<ReplayActor>,
-    /// Replay figures for status.
-    pub replay_counters: Arc<ReplayCounters>,
-    /// One writer per scope at a time.
-    pub order: WriteOrder,
-    /// Collection names that cannot be deleted through the proxy.
-    pub protected_collections: Vec<String>,
+    /// Share of reads sent to replicas, for the routers.
+    pub read_replica_ratio: f64,
     /// Longest wait for one upstream answer, or for a target to catch up.
     pub request_timeout: Duration,
+    /// When the proxy started.
+    pub started: Instant,
 }
 
-impl AppState {
+impl Cluster {
     /// Finds an instance by its name.
     pub fn instance(&self, name: &str) -> Option<&InstanceHandle> {
         self.instances.iter().find(|i| i.spec.name.as_str() == name)
+    }
+
+    /// Finds an instance by its name, or says which names exist.
+    pub fn named(&self, name: &str) -> Result<&InstanceHandle, ApiError> {
+        self.instance(name).ok_or_else(|| {
+            let known: Vec<&str> = self.instances.iter().map(|i| i.spec.name.as_str()).collect();
+            ApiError::NotFound(format!("no instance named `{name}` (known: {})", known.join(", ")))
+        })
     }
 
     /// Specs of every instance, in order.
     pub fn specs(&self) -> Vec<InstanceSpec> {
         self.instances.iter().map(|i| i.spec.clone()).collect()
     }
+
+    /// Health of every instance, from their health actors.
+    pub async fn snapshots(&self) -> Result<Vec<HealthSnapshot>, ApiError> {
+        let answers = join_all(self.instances.iter().map(|i| i.health.send(GetHealth))).await;
+        answers
+            .into_iter()
+            .zip(&self.instances)
+            .map(|(answer, instance)| {
+                answer.ok().flatten().ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "health actor of {} did not answer",
+                        instance.spec.name
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The 503 for a request no instance could serve, logged with every instance's reason.
+    pub fn unavailable(&self, req: &HttpRequest, detail: String) -> ApiError {
+        bump(&self.stats.unavailable);
+        log::error!("{} {}: no usable Chroma instance ({detail})", req.method(), req.path());
+        ApiError::Unavailable(detail)
+    }
+}
+
+/// Collection identities: the table every thread reads, the writer that changes it, and the
+/// collections whose discovery failed recently.
+pub struct Identities {
+    /// Collection ids on every instance.
+    pub table: Arc<MappingTable>,
+    /// The writer of collection identities.
+    pub mapping: Addr<MappingCacheActor>,
+    /// Collections whose discovery failed recently.
+    pub discovery: DiscoveryBackoff,
+}
+
+/// What a write needs beyond the cluster and the identities.
+pub struct WritePath {
+    /// The log's only writer.
+    pub wal: Addr<WalWriterActor>,
+    /// Writes whose claims conflict run one at a time.
+    pub order: WriteOrder,
+    /// The replayer, woken by new entries.
+    pub replay: Addr<ReplayActor>,
+    /// Collection names that cannot be deleted through the proxy.
+    pub protected_collections: Vec<String>,
 }
 
 /// Parts each worker thread owns: awc clients are not `Send`, and a router on the worker's
@@ -104,13 +139,13 @@ pub struct Worker {
 
 impl Worker {
     /// Starts this thread's router and client; runs inside each worker.
-    pub fn start(state: &AppState, timeout: Duration) -> Self {
-        let roles = state.instances.iter().map(|i| i.spec.role).collect();
-        let health = state.instances.iter().map(|i| i.health.clone().recipient()).collect();
-        let ratio = state.read_replica_ratio;
-        let progress = state.progress.clone();
+    pub fn start(cluster: &Cluster) -> Self {
+        let roles = cluster.instances.iter().map(|i| i.spec.role).collect();
+        let health = cluster.instances.iter().map(|i| i.health.clone().recipient()).collect();
+        let ratio = cluster.read_replica_ratio;
+        let progress = cluster.progress.clone();
         let router = Supervisor::start(move |_| RouterActor::new(roles, health, progress, ratio));
-        Self { upstream: Upstream::new(timeout), router }
+        Self { upstream: Upstream::new(cluster.request_timeout), router }
     }
 }
 
@@ -126,13 +161,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The request's path and query string, as the client sent it.
 pub fn path_and_query(req: &HttpRequest) -> &str {
     req.uri().path_and_query().map_or(req.path(), |p| p.as_str())
-}
-
-/// The 503 for a request no instance could serve, logged with every instance's reason.
-pub fn unavailable(state: &AppState, req: &HttpRequest, detail: String) -> ApiError {
-    bump(&state.stats.unavailable);
-    error!("{} {}: no usable Chroma instance ({detail})", req.method(), req.path());
-    ApiError::Unavailable(detail)
 }
 
 /// The client's answer: Chroma's status, end-to-end headers and body.

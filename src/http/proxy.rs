@@ -10,10 +10,11 @@ use log::warn;
 
 use super::error::ApiError;
 use super::execute::{Execution, candidates, execute};
-use super::{AppState, Worker, path_and_query, respond, unavailable, write};
-use crate::apply::{self, DISCOVERY_RETRY, canonical_answer};
-use crate::chroma::ids::Translation;
+use super::{Cluster, Identities, Worker, WritePath, path_and_query, respond, write};
+use crate::apply::effects::{DISCOVERY_RETRY, discover};
+use crate::apply::translate::{canonical_answer, prepare};
 use crate::chroma::routes::{Route, classify};
+use crate::identity::Translation;
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
@@ -26,28 +27,30 @@ pub const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
 pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    cluster: web::Data<Cluster>,
+    ids: web::Data<Identities>,
+    writes: web::Data<WritePath>,
     worker: web::Data<Worker>,
 ) -> Result<HttpResponse, ApiError> {
-    let stats = &state.stats;
+    let stats = &cluster.stats;
     bump(&stats.requests);
     let admitted = admit(&req, payload).await;
     let (route, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
     if let Some(id) = route.collection_id()
-        && state.table.to_instance(id, InstanceId(0)) == Translation::Unknown
-        && state.discovery.due(id)
+        && ids.table.to_instance(id, InstanceId(0)) == Translation::Unknown
+        && ids.discovery.due(id)
     {
         // First request for a collection created outside the proxy: learn its ids once.
-        let specs = state.specs();
+        let specs = cluster.specs();
         let client = worker.upstream.client();
-        match apply::discover(client, &specs, &route, id, &state.mapping).await {
+        match discover(client, &specs, &route, id, &ids.mapping).await {
             Ok(true) => {}
             Ok(false) => {
                 bump(&stats.refused);
                 return Err(ApiError::NotFound(format!("collection {id} does not exist")));
             }
             Err(e) => {
-                state.discovery.failed(id);
+                ids.discovery.failed(id);
                 warn!(
                     "collection {id} is not mapped ({e}); requests for it are forwarded unchanged, next attempt in {DISCOVERY_RETRY:?}"
                 );
@@ -60,15 +63,16 @@ pub async fn forward(
             let scopes = Scope::of_read(&route);
             let candidates = candidates(&worker, Access::Read, scopes.clone()).await?;
             let path = path_and_query(&req);
-            let prepare = |i| apply::prepare(&route, path, &body, i, &state.table, false);
+            let prepare = |i| prepare(&route, path, &body, i, &ids.table, false);
             let needed = Applied::Scopes(scopes);
-            match execute(&state, &worker, &candidates, Access::Read, &req, prepare, &needed).await
-            {
+            let execution =
+                execute(&cluster, &worker, &candidates, Access::Read, &req, prepare, &needed);
+            match execution.await {
                 Execution::Answered { instance, mut answer } => {
-                    answer.body = canonical_answer(&route, answer.body, instance, &state.table);
+                    answer.body = canonical_answer(&route, answer.body, instance, &ids.table);
                     Ok(respond(answer))
                 }
-                Execution::Unreachable { detail, .. } => Err(unavailable(&state, &req, detail)),
+                Execution::Unreachable { detail, .. } => Err(cluster.unavailable(&req, detail)),
                 Execution::Invalid(detail) => Err(ApiError::BadGateway(detail)),
             }
         }
@@ -77,7 +81,8 @@ pub async fn forward(
             // Its own task: a client that goes away does not cancel a write half-way between
             // its log entry and its recorded outcome.
             let write = actix_web::rt::spawn(async move {
-                write::write(&req, &route, body, &state, &worker).await
+                let handles = write::Handles { cluster: &cluster, ids: &ids, writes: &writes };
+                write::write(&req, &route, body, handles, &worker).await
             });
             write.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("write task: {e}"))))
         }

@@ -3,17 +3,14 @@
 //! Read-only: these handlers never change health, routing or counters.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
-use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{AppState, Worker};
-use crate::actors::health::{GetHealth, HealthSnapshot};
+use super::log_reader::LogReader;
+use super::{Cluster, Identities, Worker};
 use crate::actors::router::CountUsable;
-use crate::wal::store::{Backlog, WalStatus};
 
 /// Registers the service routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -25,61 +22,48 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/collection/mappings", web::get().to(mappings));
 }
 
-/// The `write_ahead_log` block and every instance's backlog, read on the blocking pool.
-async fn wal_block(state: &AppState) -> Result<(WalStatus, Vec<Backlog>), ApiError> {
-    let store = state.store.clone();
-    let counters = state.replay_counters.clone();
-    web::block(move || {
-        let active = counters.active.load(Ordering::Relaxed) > 0;
-        store.status(counters.total.load(Ordering::Relaxed), active)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("WAL status task failed: {e}")))?
-    .map_err(|e| ApiError::WalUnavailable(e.to_string()))
-}
-
-async fn mappings(state: web::Data<AppState>) -> HttpResponse {
-    let names: Vec<&str> = state.instances.iter().map(|i| i.spec.name.as_str()).collect();
-    let collections: Vec<Value> = state
+async fn mappings(cluster: web::Data<Cluster>, ids: web::Data<Identities>) -> HttpResponse {
+    let names: Vec<&str> = cluster.instances.iter().map(|i| i.spec.name.as_str()).collect();
+    let collections: Vec<Value> = ids
         .table
         .snapshot()
         .into_iter()
         .map(|c| {
-            let ids: serde_json::Map<String, Value> = names
+            let on: serde_json::Map<String, Value> = names
                 .iter()
-                .zip(&c.instance_ids)
-                .map(|(name, id)| (name.to_string(), json!(id)))
+                .zip(&c.instances)
+                .map(|(name, local)| (name.to_string(), json!(local.as_ref().map(|l| &l.id))))
+                .collect();
+            let named: serde_json::Map<String, Value> = names
+                .iter()
+                .zip(&c.instances)
+                .filter_map(|(name, local)| Some((name.to_string(), json!(local.as_ref()?.name))))
                 .collect();
             json!({
                 "canonical_id": c.canonical_id,
                 "tenant": c.tenant,
                 "database": c.database,
-                "name": c.name,
-                "instances": ids,
+                "name": c.name(),
+                "instances": on,
+                "names": named,
             })
         })
         .collect();
     HttpResponse::Ok().json(json!({ "collections": collections }))
 }
 
-async fn wal_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (status, backlogs) = wal_block(&state).await?;
+async fn wal_status(log: web::Data<LogReader>) -> Result<HttpResponse, ApiError> {
+    let (status, backlogs) = log.status().await?;
     let mut body = serde_json::to_value(status).unwrap_or_default();
     body["instances"] = serde_json::to_value(backlogs).unwrap_or_default();
     Ok(HttpResponse::Ok().json(body))
 }
 
 async fn transaction(
-    state: web::Data<AppState>,
+    log: web::Data<LogReader>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = state.store.clone();
-    let lookup = id.clone();
-    let view = web::block(move || store.transaction(&lookup))
-        .await
-        .map_err(|e| ApiError::Internal(format!("transaction lookup failed: {e}")))?
-        .map_err(|e| ApiError::WalUnavailable(e.to_string()))?;
-    match view {
+    match log.transaction(id.clone()).await? {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(ApiError::NotFound(format!("no transaction `{id}` in the write-ahead log"))),
     }
@@ -87,43 +71,28 @@ async fn transaction(
 
 /// 200 `healthy` when every instance is usable, 200 `degraded` when some are, 503 when none is.
 async fn health(
-    state: web::Data<AppState>,
+    cluster: web::Data<Cluster>,
     worker: web::Data<Worker>,
 ) -> Result<HttpResponse, ApiError> {
-    let usable = worker
-        .router
-        .send(CountUsable)
-        .await
-        .map_err(|e| ApiError::Internal(format!("router unavailable: {e}")))?;
+    let usable = worker.router.send(CountUsable).await.map_err(ApiError::actor("router"))?;
     Ok(match usable {
         0 => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable"})),
-        n if n == state.instances.len() => HttpResponse::Ok().json(json!({"status": "healthy"})),
+        n if n == cluster.instances.len() => HttpResponse::Ok().json(json!({"status": "healthy"})),
         _ => HttpResponse::Ok().json(json!({"status": "degraded"})),
     })
 }
 
-/// Health of every instance, from their health actors.
-pub async fn snapshots(state: &AppState) -> Result<Vec<HealthSnapshot>, ApiError> {
-    let answers = join_all(state.instances.iter().map(|i| i.health.send(GetHealth))).await;
-    answers
-        .into_iter()
-        .zip(&state.instances)
-        .map(|(answer, instance)| {
-            answer.ok().flatten().ok_or_else(|| {
-                ApiError::Internal(format!("health actor of {} did not answer", instance.spec.name))
-            })
-        })
-        .collect()
-}
-
-async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let snapshots = snapshots(&state).await?;
+async fn status(
+    cluster: web::Data<Cluster>,
+    log: web::Data<LogReader>,
+) -> Result<HttpResponse, ApiError> {
+    let snapshots = cluster.snapshots().await?;
     // The status page stays up while the WAL store is down, and says why.
-    let (wal, backlogs) = match wal_block(&state).await {
+    let (wal, backlogs) = match log.status().await {
         Ok((status, backlogs)) => (serde_json::to_value(status).unwrap_or_default(), backlogs),
-        Err(e) => (json!({"backend": state.store.backend(), "error": e.to_string()}), Vec::new()),
+        Err(e) => (json!({"backend": log.backend(), "error": e.to_string()}), Vec::new()),
     };
-    let owed = state.progress.backlogs();
+    let owed = cluster.progress.backlogs();
     let instances: Vec<Value> = snapshots
         .iter()
         .zip(owed)
@@ -144,17 +113,17 @@ async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({
         "service": "chroma-ha",
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": state.started.elapsed().as_secs(),
+        "uptime_seconds": cluster.started.elapsed().as_secs(),
         "healthy_instances": snapshots.iter().filter(|i| i.healthy).count(),
         "instances": instances,
         "write_ahead_log": wal,
-        "stats": state.stats.snapshot(&state.specs()),
+        "stats": cluster.stats.snapshot(&cluster.specs()),
     })))
 }
 
-async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let instances = snapshots(&state).await?;
-    let stats = state.stats.snapshot(&state.specs());
+async fn metrics(cluster: web::Data<Cluster>) -> Result<HttpResponse, ApiError> {
+    let instances = cluster.snapshots().await?;
+    let stats = cluster.stats.snapshot(&cluster.specs());
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP chroma_ha_{name} {help}\n# TYPE chroma_ha_{name} counter");

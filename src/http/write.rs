@@ -13,15 +13,16 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::execute::{Execution, candidates, execute};
-use super::{AppState, Worker, path_and_query, respond, unavailable};
+use super::{Cluster, Identities, Worker, WritePath, path_and_query, respond};
 use crate::actors::replay::Wake;
 use crate::actors::wal_writer::{Append, Resolve};
-use crate::apply::{self, canonical_answer, identity_changes, record_changes};
+use crate::apply::effects::record_changes;
+use crate::apply::translate::{canonical_answer, identity_changes, prepare};
 use crate::chroma::routes::{Operation, Route};
 use crate::policy::{Access, Claim, Scope};
 use crate::progress::Applied;
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
-use crate::wal::store::Appended;
+use crate::wal::store::{Appended, WalError};
 
 /// Response header naming the write's transaction.
 pub const TRANSACTION_HEADER: &str = "x-transaction-id";
@@ -30,25 +31,41 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 255;
 
+/// The handles a write uses.
+#[derive(Clone, Copy)]
+pub struct Handles<'a> {
+    pub cluster: &'a Cluster,
+    pub ids: &'a Identities,
+    pub writes: &'a WritePath,
+}
+
 /// Logs, executes and resolves one write.
 pub async fn write(
     req: &HttpRequest,
     route: &Route,
     body: Bytes,
-    state: &AppState,
+    handles: Handles<'_>,
     worker: &Worker,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_protected(req, route, state)?;
+    let Handles { cluster, ids, writes } = handles;
+    refuse_protected(req, route, writes)?;
     let key = idempotency_key(req)?;
     let scope = Scope::of_write(route);
     // Writes that do not commute run one at a time: the log's order is their order on every
     // instance.
     let claim = Claim::of(route, &body);
-    // A reset, a tenant write or a database delete runs on its target only once that target
-    // owes nothing at all: run first, it would strand the writes still owed there (a reset
-    // schedule's seed 1: an owed add failed for good after the reset ran before it).
-    let everything = claim == Claim::Global || route.op == Operation::DeleteDatabase;
-    let _turn = state.order.turn(claim).await;
+    let _turn = writes.order.turn(claim.clone()).await;
+    // On its target, a write also waits for every logged write its claim conflicts with, so
+    // it never overtakes one there: a reset run before an owed add would strand that add for
+    // good (reset schedule seed 1), a collection deleted before its owed record writes would
+    // leave them nowhere to apply (fault schedule seed 26). Worked out inside the turn: no
+    // conflicting write changes the database's collections meanwhile.
+    let needed = claim
+        .waits_for(|database| {
+            let Some((tenant, database)) = database.split_once('/') else { return Vec::new() };
+            ids.table.in_database(tenant, database).into_iter().map(|c| c.0).collect()
+        })
+        .map_or(Applied::Everything, Applied::Scopes);
     let path = path_and_query(req);
     let record = WriteRecord {
         // Time-ordered ids land at the right edge of the txn_id index: a group commit touches
@@ -62,12 +79,13 @@ pub async fn write(
         scope: scope.clone(),
     };
     let txn_id = record.txn_id.clone();
-    let appended = state
+    let appended = writes
         .wal
         .send(Append(record.clone()))
         .await
-        .map_err(|e| refused(format!("the WAL writer did not answer: {e}")))?
-        .map_err(|e| refused(e.to_string()))?;
+        .map_err(|e| WalError::Unavailable(format!("the WAL writer did not answer: {e}")))
+        .and_then(|appended| appended)
+        .map_err(ApiError::NotLogged)?;
     let seq = match appended {
         Appended::Logged(seq) => seq,
         Appended::Duplicate(earlier) => return answer_again(&record, *earlier),
@@ -75,27 +93,16 @@ pub async fn write(
     };
 
     // From here on the entry is in the log: every path records its outcome.
-    let owed = OwedOutcome { seq, scope: &scope, state, settled: false };
+    let owed = OwedOutcome { seq, scope: &scope, handles, settled: false };
     // No router (it is restarting): as if no instance were usable.
     let execution = match candidates(worker, Access::Write, Vec::new()).await {
         Ok(candidates) => {
-            let mut waits = Scope::of_read(route);
-            if !waits.contains(&scope) {
-                waits.push(scope.clone());
-            }
-            // Deleting a collection (by name) waits until the target has applied that
-            // collection's record writes: deleted first, they could never be applied there
-            // (fault schedule seed 26).
-            if let Some(records) = deleted_collection(route, state) {
-                waits.push(records);
-            }
-            let needed = if everything { Applied::Everything } else { Applied::Scopes(waits) };
-            let prepare = |i| apply::prepare(route, path, &body, i, &state.table, false);
-            execute(state, worker, &candidates, Access::Write, req, prepare, &needed).await
+            let prepare = |i| prepare(route, path, &body, i, &ids.table, false);
+            execute(cluster, worker, &candidates, Access::Write, req, prepare, &needed).await
         }
         Err(e) => Execution::Unreachable { detail: e.to_string(), may_have_arrived: false },
     };
-    let (resolution, mut response) = resolve(seq, route, &body, execution, state, req).await;
+    let (resolution, mut response) = resolve(seq, route, &body, execution, handles, req).await;
     owed.record(resolution, &txn_id).await;
     set_transaction(&mut response, &txn_id);
     Ok(response)
@@ -108,7 +115,7 @@ pub async fn write(
 struct OwedOutcome<'a> {
     seq: Seq,
     scope: &'a Scope,
-    state: &'a AppState,
+    handles: Handles<'a>,
     settled: bool,
 }
 
@@ -118,23 +125,24 @@ impl OwedOutcome<'_> {
         // Owed before the outcome is committed (replay only takes committed entries), and
         // before the answer: the client's next read, on any worker, avoids instances that lack
         // this write.
+        let Handles { cluster, writes, .. } = self.handles;
         if matches!(resolution.state, EntryState::Committed | EntryState::Queued) {
             let applied_on = resolution
                 .applied_on
                 .as_ref()
-                .and_then(|name| self.state.instance(name.as_str()))
+                .and_then(|name| cluster.instance(name.as_str()))
                 .map(|i| i.spec.id);
-            self.state.progress.owe_all_but(self.scope, applied_on);
+            cluster.progress.owe_all_but(self.scope, applied_on);
         }
         // The answer waits for the outcome's commit, so an acknowledged write is committed in
         // the log even if the proxy dies next; if the store fails now, the client still gets
         // the answer of a write that did happen, and the writer retries the record.
-        if let Ok(Err(e)) = self.state.wal.send(Resolve(resolution)).await {
+        if let Ok(Err(e)) = writes.wal.send(Resolve(resolution)).await {
             warn!(
                 "transaction {txn_id}: outcome not recorded yet ({e}); the WAL writer retries it"
             );
         }
-        self.state.replay.do_send(Wake);
+        writes.replay.do_send(Wake);
     }
 }
 
@@ -148,8 +156,9 @@ impl Drop for OwedOutcome<'_> {
             self.seq
         );
         // Before the write's turn ends: the next conflicting write waits for this one.
-        self.state.progress.owe_all_but(self.scope, None);
-        self.state.wal.do_send(Resolve(Resolution {
+        let Handles { cluster, writes, .. } = self.handles;
+        cluster.progress.owe_all_but(self.scope, None);
+        writes.wal.do_send(Resolve(Resolution {
             seq: self.seq,
             state: EntryState::Queued,
             status: None,
@@ -157,27 +166,17 @@ impl Drop for OwedOutcome<'_> {
             error: Some("outcome unknown: the write was abandoned while executing".to_string()),
             applied_on: None,
         }));
-        self.state.replay.do_send(Wake);
+        writes.replay.do_send(Wake);
     }
-}
-
-/// The record scope of the collection a collection delete removes, if the proxy knows it.
-fn deleted_collection(route: &Route, state: &AppState) -> Option<Scope> {
-    if route.op != Operation::DeleteCollection {
-        return None;
-    }
-    let (tenant, database) = route.database.as_deref()?.split_once('/')?;
-    let canonical = state.table.by_name(tenant, database, route.collection.as_deref()?)?;
-    Some(Scope::Collection(canonical.0))
 }
 
 /// Deleting a protected collection is refused before anything is logged.
-fn refuse_protected(req: &HttpRequest, route: &Route, state: &AppState) -> Result<(), ApiError> {
+fn refuse_protected(req: &HttpRequest, route: &Route, writes: &WritePath) -> Result<(), ApiError> {
     let name = match (route.op, route.collection.as_deref()) {
         (Operation::DeleteCollection, Some(name)) => name,
         _ => return Ok(()),
     };
-    if state.protected_collections.iter().any(|p| p == name) {
+    if writes.protected_collections.iter().any(|p| p == name) {
         warn!("refused {} {}: collection `{name}` is protected", req.method(), req.path());
         return Err(ApiError::Forbidden(format!(
             "collection `{name}` is protected (PROTECTED_COLLECTIONS) and cannot be deleted through the proxy"
@@ -193,9 +192,10 @@ async fn resolve(
     route: &Route,
     request: &Bytes,
     execution: Execution,
-    state: &AppState,
+    handles: Handles<'_>,
     req: &HttpRequest,
 ) -> (Resolution, HttpResponse) {
+    let Handles { cluster, ids, .. } = handles;
     let outcome = |state, status: StatusCode, response: Option<Bytes>, error| Resolution {
         seq,
         state,
@@ -215,16 +215,16 @@ async fn resolve(
             };
             if entry_state == EntryState::Committed {
                 let changes =
-                    identity_changes(route, request, &answer.body, instance, &state.table, None);
-                if let Err(e) = record_changes(changes, &state.mapping).await {
+                    identity_changes(route, request, &answer.body, instance, &ids.table, None);
+                if let Err(e) = record_changes(changes, &ids.mapping).await {
                     error!("transaction seq {seq}: collection ids not recorded: {e}");
                 }
-                answer.body = canonical_answer(route, answer.body, instance, &state.table);
+                answer.body = canonical_answer(route, answer.body, instance, &ids.table);
             }
             let mut resolution =
                 outcome(entry_state, answer.status, Some(answer.body.clone()), None);
             if entry_state == EntryState::Committed {
-                resolution.applied_on = Some(state.instances[instance.0].spec.name.clone());
+                resolution.applied_on = Some(cluster.instances[instance.0].spec.name.clone());
             }
             (resolution, respond(answer))
         }
@@ -245,8 +245,7 @@ async fn resolve(
         // the outcome is unknown, so replay applies it everywhere, as crash recovery would;
         // recording it failed would leave that instance alone with it (fault schedule seed 1).
         Execution::Unreachable { detail, may_have_arrived: true } => {
-            let error = unavailable(
-                state,
+            let error = cluster.unavailable(
                 req,
                 format!(
                     "{detail}; the outcome is unknown: the write is logged and will be applied on every instance"
@@ -260,7 +259,7 @@ async fn resolve(
             (queued, error.error_response())
         }
         Execution::Unreachable { detail, may_have_arrived: false } => {
-            let error = unavailable(state, req, detail);
+            let error = cluster.unavailable(req, detail);
             let status = error.status_code();
             (
                 outcome(EntryState::Failed, status, None, Some(error.to_string())),
@@ -290,8 +289,8 @@ fn answer_again(request: &WriteRecord, earlier: EntryRow) -> Result<HttpResponse
             earlier.txn_id
         )));
     }
-    let mut response = match (earlier.state.as_str(), earlier.status) {
-        ("logged", _) => return Err(in_flight(Some(&earlier.txn_id))),
+    let mut response = match (earlier.state, earlier.status) {
+        (EntryState::Logged, _) => return Err(in_flight(Some(&earlier.txn_id))),
         (_, Some(status)) => {
             let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
             HttpResponse::build(status)
@@ -301,15 +300,10 @@ fn answer_again(request: &WriteRecord, earlier: EntryRow) -> Result<HttpResponse
         }
         (state, None) => HttpResponse::Accepted()
             .insert_header(("idempotent-replayed", "true"))
-            .json(json!({"state": state, "message": "the write is logged and will be applied in order"})),
+            .json(json!({"state": state.as_str(), "message": "the write is logged and will be applied in order"})),
     };
     set_transaction(&mut response, &earlier.txn_id);
     Ok(response)
-}
-
-/// A write the log could not take: refused, executed nowhere.
-fn refused(reason: String) -> ApiError {
-    ApiError::WalUnavailable(format!("{reason}; the write was not executed"))
 }
 
 fn in_flight(txn_id: Option<&str>) -> ApiError {

@@ -1,26 +1,22 @@
-//! Applying one logged write to one instance, shared by the client write path and replay: the
-//! request as that instance must receive it (its own collection id; a replayed create made
-//! idempotent), the identity changes its answer implies, and the answer with canonical ids.
+//! One logged write as one instance must receive it, and what that instance's answer implies:
+//! the instance's own collection id in the path, a replayed create made idempotent, an update
+//! narrowed to the ids the instance has, the identity changes an answer implies, and the answer
+//! with canonical ids.
 //!
-//! Translation plus messages to the mapping cache actor. It never sends a write itself; its only
-//! requests are the reads that discover a collection created outside the proxy.
+//! Pure translation: never does I/O, never sends anything, never changes the mapping table (the
+//! identity changes it works out are applied by [`super::effects`]).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
 
-use actix::Addr;
 use actix_web::web::Bytes;
 use serde_json::Value;
 
-use crate::actors::mapping::{Forget, MappingCacheActor, Record};
-use crate::chroma::ids::{
-    CanonicalId, InstanceCollectionId, MappingTable, Translation, collections_in,
-    rewrite_collection_ids, rewrite_path,
-};
+use crate::chroma::ids::{collections_in, rewrite_collection_ids, rewrite_path};
 use crate::chroma::routes::{Operation, Route};
-use crate::instance::{InstanceId, InstanceSpec};
-use crate::wal::store::WalError;
+use crate::identity::{
+    CanonicalId, IdentityChange, InstanceCollectionId, MappingTable, Placement, Translation,
+};
+use crate::instance::InstanceId;
 
 /// A request ready for one instance.
 #[derive(Debug, Clone)]
@@ -141,47 +137,6 @@ fn with_get_or_create(body: &Bytes) -> Bytes {
     }
 }
 
-/// Pause after a failed discovery before client requests for that collection try it again.
-pub const DISCOVERY_RETRY: Duration = Duration::from_secs(1);
-
-/// Collections whose discovery failed recently (an instance could not be asked). Requests for
-/// them are forwarded unchanged until the pause has passed, instead of each one asking every
-/// instance again and logging again.
-pub struct DiscoveryBackoff {
-    pause: Duration,
-    failed: Mutex<HashMap<String, Instant>>,
-}
-
-impl DiscoveryBackoff {
-    /// Retries a failed discovery after `pause` ([`DISCOVERY_RETRY`] in the proxy).
-    pub fn new(pause: Duration) -> Self {
-        Self { pause, failed: Mutex::default() }
-    }
-
-    /// Whether discovery of collection `id` may be tried now.
-    pub fn due(&self, id: &str) -> bool {
-        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        failed.get(id).is_none_or(|at| at.elapsed() >= self.pause)
-    }
-
-    /// Discovery of collection `id` failed just now. Expired failures are dropped here, off
-    /// the request path.
-    pub fn failed(&self, id: &str) {
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        failed.retain(|_, at| at.elapsed() < self.pause);
-        failed.insert(id.to_string(), Instant::now());
-    }
-}
-
-/// A change of collection identity implied by an applied write.
-#[derive(Debug, Clone)]
-pub enum Change {
-    /// The instance has the collection under this id (created, forked, renamed).
-    Record(Record),
-    /// The instance dropped a collection, or all of them.
-    Forget(Forget),
-}
-
 /// The identity changes implied by `instance` accepting `route` with this answer. `canonical`
 /// is the id clients already know for a created collection (replay), if any.
 pub fn identity_changes(
@@ -191,7 +146,7 @@ pub fn identity_changes(
     instance: InstanceId,
     table: &MappingTable,
     canonical: Option<&str>,
-) -> Vec<Change> {
+) -> Vec<IdentityChange> {
     let (tenant, database) = route
         .database
         .as_deref()
@@ -211,7 +166,7 @@ pub fn identity_changes(
                         .map(|c| CanonicalId(c.to_string()))
                         .or_else(|| table.to_canonical(instance, &local))
                         .unwrap_or_else(|| CanonicalId(local.clone()));
-                    Change::Record(Record {
+                    IdentityChange::Placed(Placement {
                         canonical,
                         tenant,
                         database,
@@ -225,8 +180,8 @@ pub fn identity_changes(
         Operation::DeleteCollection => route
             .collection
             .as_deref()
-            .and_then(|name| table.by_name(&tenant, &database, name))
-            .map(|canonical| Change::Forget(Forget { instance, canonical: Some(canonical) }))
+            .and_then(|name| table.by_name_on(instance, (&tenant, &database, name)))
+            .map(|canonical| IdentityChange::Dropped { instance, canonical: Some(canonical) })
             .into_iter()
             .collect(),
         Operation::UpdateCollection => {
@@ -235,7 +190,7 @@ pub fn identity_changes(
                 .and_then(|b| b.get("new_name").and_then(Value::as_str).map(str::to_string));
             let Some((id, name)) = route.collection_id().zip(new_name) else { return Vec::new() };
             match table.to_instance(id, instance) {
-                Translation::Known(local) => vec![Change::Record(Record {
+                Translation::Known(local) => vec![IdentityChange::Placed(Placement {
                     canonical: CanonicalId(id.to_string()),
                     tenant,
                     database,
@@ -246,7 +201,7 @@ pub fn identity_changes(
                 _ => Vec::new(),
             }
         }
-        Operation::Reset => vec![Change::Forget(Forget { instance, canonical: None })],
+        Operation::Reset => vec![IdentityChange::Dropped { instance, canonical: None }],
         _ => Vec::new(),
     }
 }
@@ -265,96 +220,8 @@ pub fn known_by_name(
     }
     let (tenant, database) = route.database.as_deref()?.split_once('/')?;
     let body = serde_json::from_slice::<Value>(request).ok()?;
-    let canonical = table.by_name(tenant, database, body.get("name")?.as_str()?)?;
-    (table.to_instance(&canonical.0, instance) == Translation::Missing).then_some(canonical.0)
-}
-
-/// Persists and publishes identity changes, in order; answers the first error.
-pub async fn record_changes(
-    changes: Vec<Change>,
-    mapping: &Addr<MappingCacheActor>,
-) -> Result<(), WalError> {
-    let unavailable = |e: actix::MailboxError| {
-        WalError::Unavailable(format!("the collection mapping writer did not answer: {e}"))
-    };
-    for change in changes {
-        match change {
-            Change::Record(r) => mapping.send(r).await.map_err(unavailable)??,
-            Change::Forget(f) => mapping.send(f).await.map_err(unavailable)??,
-        }
-    }
-    Ok(())
-}
-
-/// Why a collection could not be mapped.
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    /// An instance could not be asked, or answered something other than the collection or
-    /// 404 (a 401, a 5xx, a timeout): reported as what it is, never as a missing collection.
-    #[error("{0}")]
-    Instance(String),
-    /// The mapping could not be persisted.
-    #[error(transparent)]
-    Store(#[from] WalError),
-}
-
-/// Maps a collection the proxy did not see created (it predates the proxy, or was created
-/// behind its back): the instance that knows `id` gives its name, every other instance its own
-/// id for that name. Canonical is `id`, the one clients already use. Instances without the
-/// collection stay unmapped (requests for it will not be sent there). Answers whether any
-/// instance has it; an error when an instance could not be asked.
-pub async fn discover(
-    client: &awc::Client,
-    specs: &[InstanceSpec],
-    route: &Route,
-    id: &str,
-    mapping: &Addr<MappingCacheActor>,
-) -> Result<bool, DiscoveryError> {
-    let Some((tenant, database)) = route.database.as_deref().and_then(|d| d.split_once('/')) else {
-        return Err(DiscoveryError::Instance("no database in the path".into()));
-    };
-    let base = format!("/api/v2/tenants/{tenant}/databases/{database}/collections");
-    let get = |url: String| async move {
-        let failed = |e: String| DiscoveryError::Instance(format!("GET {url}: {e}"));
-        let mut response = client.get(&url).send().await.map_err(|e| failed(e.to_string()))?;
-        let status = response.status();
-        if status == actix_web::http::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(failed(format!("answered {status}")));
-        }
-        response.json::<Value>().await.map(Some).map_err(|e| failed(e.to_string()))
-    };
-    let mut known = None;
-    for spec in specs {
-        if let Some(c) = get(format!("{}{base}/by-id/{id}", spec.url)).await? {
-            known = Some((spec.id, c["name"].as_str().unwrap_or_default().to_string()));
-            break;
-        }
-    }
-    let Some((owner, name)) = known else { return Ok(false) };
-    let mut changes = Vec::new();
-    for spec in specs {
-        let local = if spec.id == owner {
-            Some(id.to_string())
-        } else {
-            let found = get(format!("{}{base}/{name}", spec.url)).await?;
-            found.and_then(|c| c["id"].as_str().map(str::to_string))
-        };
-        if let Some(local) = local {
-            changes.push(Change::Record(Record {
-                canonical: CanonicalId(id.to_string()),
-                tenant: tenant.to_string(),
-                database: database.to_string(),
-                name: name.clone(),
-                instance: spec.id,
-                local: InstanceCollectionId(local),
-            }));
-        }
-    }
-    record_changes(changes, mapping).await?;
-    Ok(true)
+    let name = body.get("name")?.as_str()?;
+    table.lacked_by(instance, (tenant, database, name)).map(|c| c.0)
 }
 
 /// `answer` with every collection id of `instance` replaced by its canonical id.
@@ -387,16 +254,16 @@ mod tests {
     const C: &str = "11111111-2222-3333-4444-555555555555";
     const R: &str = "99999999-8888-7777-6666-555555555555";
 
-    #[test]
-    fn a_failed_discovery_is_not_retried_at_once() {
-        let backoff = DiscoveryBackoff::new(Duration::from_secs(3600));
-        assert!(backoff.due(C));
-        backoff.failed(C);
-        assert!(!backoff.due(C), "retried only after the pause");
-        assert!(backoff.due(R), "other collections are not held back");
-        let no_pause = DiscoveryBackoff::new(Duration::ZERO);
-        no_pause.failed(C);
-        assert!(no_pause.due(C), "due again once the pause has passed");
+    /// Instance `instance` has collection C (named `docs`) as `local`.
+    fn place(table: &MappingTable, instance: usize, local: &str) {
+        table.apply(&IdentityChange::Placed(Placement {
+            canonical: CanonicalId(C.into()),
+            tenant: "t".into(),
+            database: "d".into(),
+            name: "docs".into(),
+            instance: InstanceId(instance),
+            local: InstanceCollectionId(local.into()),
+        }));
     }
 
     fn route(method: Method, path: &str) -> Route {
@@ -414,10 +281,9 @@ mod tests {
 
         let add_path = format!("{P}/{C}/add");
         let add = route(Method::POST, &add_path);
-        let canonical = CanonicalId(C.into());
-        table.set(&canonical, ("t", "d", "docs"), InstanceId(0), &InstanceCollectionId(C.into()));
+        place(&table, 0, C);
         assert!(prepare(&add, &add_path, &Bytes::new(), InstanceId(1), &table, true).is_err());
-        table.set(&canonical, ("t", "d", "docs"), InstanceId(1), &InstanceCollectionId(R.into()));
+        place(&table, 1, R);
         let prepared =
             prepare(&add, &add_path, &Bytes::new(), InstanceId(1), &table, true).unwrap();
         assert_eq!(prepared.path, format!("{P}/{R}/add"));
@@ -469,13 +335,13 @@ mod tests {
             &table,
             Some(C),
         );
-        let [Change::Record(record)] = changes.as_slice() else { panic!("{changes:?}") };
+        let [IdentityChange::Placed(record)] = changes.as_slice() else { panic!("{changes:?}") };
         assert_eq!((record.canonical.0.as_str(), record.local.0.as_str()), (C, R));
 
-        table.set(&record.canonical, ("t", "d", "docs"), InstanceId(1), &record.local);
+        table.apply(&changes[0]);
         let delete = route(Method::DELETE, &format!("{P}/docs"));
         let changes = identity_changes(&delete, b"", b"{}", InstanceId(1), &table, None);
-        assert!(matches!(changes.as_slice(), [Change::Forget(Forget { canonical: Some(_), .. })]));
+        assert!(matches!(changes.as_slice(), [IdentityChange::Dropped { canonical: Some(_), .. }]));
         let answer = canonical_answer(
             &route(Method::GET, &format!("{P}/docs")),
             Bytes::from(json!({"id": R, "name": "docs", "configuration_json": {}}).to_string()),
@@ -494,10 +360,9 @@ mod tests {
         let create = route(Method::POST, P);
         let body = br#"{"name":"docs","get_or_create":true}"#;
         assert_eq!(known_by_name(&create, body, InstanceId(1), &table), None);
-        let canonical = CanonicalId(C.into());
-        table.set(&canonical, ("t", "d", "docs"), InstanceId(0), &InstanceCollectionId(C.into()));
+        place(&table, 0, C);
         assert_eq!(known_by_name(&create, body, InstanceId(1), &table).as_deref(), Some(C));
-        table.set(&canonical, ("t", "d", "docs"), InstanceId(1), &InstanceCollectionId(R.into()));
+        place(&table, 1, R);
         assert_eq!(known_by_name(&create, body, InstanceId(1), &table), None);
     }
 }
