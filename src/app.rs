@@ -16,8 +16,9 @@ use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
 use crate::apply::effects::{DISCOVERY_RETRY, DiscoveryBackoff};
+use crate::auth::Tokens;
 use crate::config::Config;
-use crate::http::admin::AdminAuth;
+use crate::http::gate::{self, Gate};
 use crate::http::log_reader::LogReader;
 use crate::http::{self, Cluster, Identities, InstanceHandle, Worker, WritePath};
 use crate::identity::MappingTable;
@@ -87,9 +88,36 @@ fn load_replication_state(
     Ok((table, progress))
 }
 
+/// The gate with the tokens loaded at startup, re-read on every SIGHUP.
+fn start_gate(config: &Config, tokens: Tokens) -> Gate {
+    info!("auth: tokens: {}", gate::describe(&tokens));
+    if tokens.is_empty() && !config.listen_addr.ip().is_loopback() {
+        warn!(
+            "auth: no tokens are declared and LISTEN_ADDR {} is not a loopback address: anyone who can reach it may read, write and reset every tenant",
+            config.listen_addr
+        );
+    }
+    Gate::new(tokens, config.admin_token.as_deref(), config.token_sources())
+}
+
+/// Re-reads the tokens on every SIGHUP, for as long as the proxy runs.
+fn reload_on_sighup(gate: web::Data<Gate>) {
+    use actix_web::rt::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            actix_web::rt::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    gate.reload();
+                }
+            });
+        }
+        Err(e) => warn!("auth: SIGHUP will not reload the tokens: {e}"),
+    }
+}
+
 /// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
 /// the WAL writer commits the last outcomes. Must run inside an actix `System`.
-pub async fn serve(config: &Config) -> Result<(), ServeError> {
+pub async fn serve(config: &Config, tokens: Tokens) -> Result<(), ServeError> {
     let specs = config.instances();
     let (store, wal) = start_wal(config, &specs)?;
     let (table, progress) = load_replication_state(&store, &specs)?;
@@ -140,8 +168,9 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
         protected_collections: config.protected_collections.clone(),
     });
     let log = web::Data::new(LogReader::new(store, replay_counters));
-    let auth = web::Data::new(AdminAuth(config.admin_token.clone()));
+    let gate = web::Data::new(start_gate(config, tokens));
     let replay = web::Data::new(replay);
+    reload_on_sighup(gate.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(Worker::start(&cluster)))
@@ -149,7 +178,7 @@ pub async fn serve(config: &Config) -> Result<(), ServeError> {
             .app_data(ids.clone())
             .app_data(writes.clone())
             .app_data(log.clone())
-            .app_data(auth.clone())
+            .app_data(gate.clone())
             .app_data(replay.clone())
             .configure(http::routes)
     })

@@ -31,6 +31,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
+use crate::auth::Tokens;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 
 /// Validated configuration of one proxy process: every setting, each declared once here.
@@ -140,6 +141,19 @@ pub struct Config {
     /// restart, short enough that a poison entry is reported, not retried forever.
     #[arg(long, env, default_value = "5", value_parser = parse::replay_retries)]
     pub max_replay_retries: i32,
+
+    /// File of `[[tokens]]` entries (name, sha256 or token, role, tenant, databases), besides
+    /// those of the `--config` file; re-read on SIGHUP.
+    ///
+    /// Unset by default: with no tokens anywhere the proxy is open, as Chroma itself is.
+    #[arg(long, env)]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// The `--config` file, if any: its `[[tokens]]` are read (and re-read on SIGHUP) with
+    /// AUTH_TOKENS_FILE's. Not a setting: `main` sets it from the command line.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 
     /// Log filter (env_logger syntax), e.g. `info` or `info,chroma_ha::actors=debug`.
     ///
@@ -297,6 +311,10 @@ impl RawSettings {
         })?;
         let names = setting_names();
         for (key, value) in table {
+            // Read by the token loader ([`TokenSources`]), not a setting.
+            if key == "tokens" {
+                continue;
+            }
             let Some(name) = names.iter().find(|n| n.eq_ignore_ascii_case(&key)) else {
                 return Err(error(origin, format!("unknown setting `{key}`")));
             };
@@ -446,15 +464,40 @@ fn redact(text: &str) -> String {
     url.to_string()
 }
 
-impl Config {
-    /// Reads flags and environment (through clap), then the `--config` file, and validates.
-    pub fn load(cli: &Cli) -> Result<Self, Vec<ConfigError>> {
-        Self::validate(&RawSettings::load(cli)?)
-    }
+/// Where the tokens come from: the `--config` file's `[[tokens]]` and AUTH_TOKENS_FILE's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSources {
+    config_file: Option<PathBuf>,
+    tokens_file: Option<PathBuf>,
+}
 
-    /// Only DATABASE_URL, for `chroma-ha migrate`, which needs nothing else.
-    pub fn load_database(cli: &Cli) -> Result<DatabaseUrl, Vec<ConfigError>> {
-        RawSettings::load(cli)?.database_url()
+impl TokenSources {
+    /// Reads and checks every token; an error names the file and the entry.
+    pub fn load(&self) -> Result<Tokens, ConfigError> {
+        let mut tokens = Tokens::default();
+        let sources = [(&self.config_file, None), (&self.tokens_file, Some("AUTH_TOKENS_FILE"))];
+        for (path, setting) in sources {
+            let Some(path) = path else { continue };
+            let origin = match setting {
+                Some(setting) => format!("{setting} ({})", path.display()),
+                None => path.display().to_string(),
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| error(&origin, format!("cannot read the tokens: {e}")))?;
+            let found = Tokens::from_toml(&text).map_err(|e| error(&origin, e))?;
+            tokens = tokens.merge(found).map_err(|e| error(&origin, e))?;
+        }
+        Ok(tokens)
+    }
+}
+
+impl Config {
+    /// Where the tokens come from.
+    pub fn token_sources(&self) -> TokenSources {
+        TokenSources {
+            config_file: self.config_file.clone(),
+            tokens_file: self.auth_tokens_file.clone(),
+        }
     }
 
     /// Turns raw settings into a [`Config`], reporting every bad value by name.

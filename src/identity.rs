@@ -183,7 +183,9 @@ impl MappingTable {
             IdentityChange::Dropped { instance, canonical: Some(canonical) } => {
                 self.forget(canonical, *instance)
             }
-            IdentityChange::Dropped { instance, canonical: None } => self.forget_instance(*instance),
+            IdentityChange::Dropped { instance, canonical: None } => {
+                self.forget_instance(*instance)
+            }
         }
     }
 
@@ -267,7 +269,8 @@ mod tests {
         assert_eq!(table.to_canonical(InstanceId(1), "r-9"), Some(canonical.clone()));
         assert_eq!(table.in_database("t", "d"), vec![canonical.clone()]);
         assert!(table.in_database("t", "other").is_empty());
-        let dropped = IdentityChange::Dropped { instance: InstanceId(1), canonical: Some(canonical) };
+        let dropped =
+            IdentityChange::Dropped { instance: InstanceId(1), canonical: Some(canonical) };
         table.apply(&dropped);
         assert_eq!(table.to_canonical(InstanceId(1), "r-9"), None);
         table.apply(&IdentityChange::Dropped { instance: InstanceId(0), canonical: None });

@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: flags, env vars and TOML file, validated into one `Config`.
 //! - [`app`]: the composition root: opens the WAL, starts the actors, binds the server.
+//! - [`auth`]: tokens, roles, and what each may do (DESIGN 14).
 //! - [`instance`]: typed instance ids, names and roles.
 //! - [`actors::health`]: `HealthActor`, one per instance: probes, passive mark-down, overrides.
 //! - [`actors::router`]: `RouterActor`: the ordered candidates for each read or write.
@@ -33,6 +34,7 @@
 pub mod actors;
 pub mod app;
 pub mod apply;
+pub mod auth;
 pub mod chroma;
 pub mod config;
 pub mod http;

@@ -32,11 +32,16 @@ fn main() -> ExitCode {
         };
     }
     let config = match Config::validate(&raw) {
-        Ok(config) => config,
+        Ok(config) => Config { config_file: cli.config_file.clone(), ..config },
         Err(errors) => return config_errors(errors),
     };
+    let tokens = match config.token_sources().load() {
+        Ok(tokens) => tokens,
+        Err(e) => return config_errors(vec![e]),
+    };
     info!("chroma-ha {} starting: {config}", env!("CARGO_PKG_VERSION"));
-    let code = match actix_web::rt::System::new().block_on(chroma_ha::app::serve(&config)) {
+    let serve = chroma_ha::app::serve(&config, tokens);
+    let code = match actix_web::rt::System::new().block_on(serve) {
         Ok(()) => {
             info!("shutdown complete");
             0

@@ -17,7 +17,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::chroma::routes::{Operation, Route};
+use crate::chroma::routes::{Operation, Route, created_name};
 
 /// Whether a request reads or changes state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,13 +229,8 @@ impl Claim {
 
 /// `tenant/name` of the database a create names in its body.
 fn created_database(route: &Route, body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Create {
-        name: String,
-    }
     let tenant = route.tenant.as_deref()?;
-    let name = serde_json::from_slice::<Create>(body).ok()?.name;
-    Some(format!("{tenant}/{name}"))
+    Some(format!("{tenant}/{}", created_name(body)?))
 }
 
 /// The ids of an add, upsert, update or delete by id; all records otherwise.

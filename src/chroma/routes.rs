@@ -5,6 +5,9 @@
 
 use actix_web::http::Method;
 
+/// The route the official clients call on connect to learn their tenant and databases.
+pub const IDENTITY_PATH: &str = "/api/v2/auth/identity";
+
 /// Why a request is refused before it reaches any instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -92,12 +95,27 @@ pub struct Route {
     pub database: Option<String>,
     /// Whether the answer carries collection objects, whose ids the proxy rewrites.
     pub returns_collections: bool,
+    /// A route about the server itself (heartbeat, version, identity...), not about any
+    /// tenant's data.
+    pub about_server: bool,
 }
 
 impl Route {
     /// A route doing `op`, with no collection or database in its path.
     pub fn new(op: Operation) -> Self {
-        Self { op, collection: None, tenant: None, database: None, returns_collections: false }
+        Self {
+            op,
+            collection: None,
+            tenant: None,
+            database: None,
+            returns_collections: false,
+            about_server: false,
+        }
+    }
+
+    fn about_server(mut self) -> Self {
+        self.about_server = true;
+        self
     }
 
     fn on(op: Operation, collection: &str) -> Self {
@@ -122,14 +140,14 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
     let is_get = method == Method::GET;
     let read = Ok(Route::new(Op::Read));
     if path == "/openapi.json" && is_get {
-        return read;
+        return Ok(Route::new(Op::Read).about_server());
     }
     let Some(rest) = path.strip_prefix("/api/") else {
         return Err(RouteError::NotFound(format!("no route {method} {path}")));
     };
     // Chroma 1.x answers every /api/v1 route with 410 Gone; let it say so.
     if rest == "v1" || rest.starts_with("v1/") {
-        return read;
+        return Ok(Route::new(Op::Read).about_server());
     }
     let segments: Option<Vec<&str>> = match rest.strip_prefix("v2") {
         Some("" | "/") => Some(Vec::new()),
@@ -143,7 +161,7 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
             []
             | ["heartbeat" | "healthcheck" | "version" | "pre-flight-checks"]
             | ["auth", "identity"],
-        ) => get_only(m),
+        ) => get_only(m).map(Route::about_server),
         Some(["reset"]) => (m == "POST").then_some(Route::new(Op::Reset)),
         Some(["tenants"]) => (m == "POST").then_some(Route::new(Op::CreateTenant)),
         Some(["tenants", t]) if valid(t) => read_or(m, "PATCH", Op::UpdateTenant),
@@ -179,6 +197,15 @@ pub fn classify(method: &Method, path: &str) -> Result<Route, RouteError> {
             "chroma-ha does not forward {method} {path}: it is not a Chroma v2 write it knows how to replicate"
         ))),
     }
+}
+
+/// The `name` of a tenant or database create's body.
+pub fn created_name(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Create {
+        name: String,
+    }
+    serde_json::from_slice::<Create>(body).ok().map(|c| c.name)
 }
 
 /// Routes under `/api/v2/tenants/{t}/databases/{d}/`.

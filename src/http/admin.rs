@@ -1,12 +1,12 @@
-//! Admin endpoints under `/admin`, behind `Authorization: Bearer $ADMIN_TOKEN`: list instances,
-//! force an instance's health for a while, clear the override.
+//! Admin endpoints under `/admin`, behind ADMIN_TOKEN or an admin token for every tenant
+//! ([`Gate::admin`]): list instances, force an instance's health for a while, clear the
+//! override, repair a mapping, list, retry and skip failed replays.
 //!
 //! Never acts before the token is checked, and never logs the token or echoes it back.
 
 use std::time::Duration;
 
 use actix::Addr;
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use log::warn;
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::gate::Gate;
 use super::log_reader::LogReader;
 use super::{Cluster, Identities};
 use crate::actors::health::{ClearForce, ForceHealth};
@@ -65,11 +66,11 @@ fn default_database() -> String {
 async fn create_mapping(
     req: HttpRequest,
     body: Bytes,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     ids: web::Data<Identities>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     let body: MappingBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"collection_name\", \"primary_id\", \"replica_id\"}}: {e}"
@@ -126,10 +127,10 @@ struct FailedQuery {
 /// One page of failed replays, oldest first; `next_after` pages on.
 async fn failed_replays(
     req: HttpRequest,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     log: web::Data<LogReader>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     let query = web::Query::<FailedQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("expected ?after=SEQ&limit=N: {e}")))?;
     let limit = query.limit.unwrap_or(FAILED_PAGE);
@@ -152,11 +153,11 @@ struct RetryBody {
 async fn retry_replays(
     req: HttpRequest,
     body: Bytes,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     replay: web::Data<Addr<ReplayActor>>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     let body: RetryBody = if body.is_empty() {
         RetryBody::default()
     } else {
@@ -190,11 +191,11 @@ struct SkipBody {
 async fn skip_replay(
     req: HttpRequest,
     body: Bytes,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     replay: web::Data<Addr<ReplayActor>>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     let body: SkipBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected {{\"seq\": number, \"instance\": name, \"reason\": text}}: {e}"
@@ -226,40 +227,12 @@ struct ForceBody {
     duration_seconds: f64,
 }
 
-/// The bearer token of the admin endpoints, if they are enabled.
-pub struct AdminAuth(pub Option<String>);
-
-impl AdminAuth {
-    /// Whether `req` carries the admin token; compared in constant time.
-    pub fn check(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let Some(expected) = &self.0 else {
-            return Err(ApiError::AdminDisabled);
-        };
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized)
-        }
-    }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn list_instances(
     req: HttpRequest,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     Ok(HttpResponse::Ok().json(json!({"instances": cluster.snapshots().await?})))
 }
 
@@ -267,10 +240,10 @@ async fn force_health(
     req: HttpRequest,
     name: web::Path<String>,
     body: Bytes,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     let instance = cluster.named(&name)?;
     let body: ForceBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
@@ -301,28 +274,12 @@ async fn force_health(
 async fn clear_health(
     req: HttpRequest,
     name: web::Path<String>,
-    auth: web::Data<AdminAuth>,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.check(&req)?;
+    gate.admin(&req)?;
     let instance = cluster.named(&name)?;
-    let cleared = instance
-        .health
-        .send(ClearForce)
-        .await
-        .map_err(ApiError::actor("health actor"))?;
+    let cleared =
+        instance.health.send(ClearForce).await.map_err(ApiError::actor("health actor"))?;
     Ok(HttpResponse::Ok().json(json!({"instance": instance.spec.name, "cleared": cleared})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-    }
 }

@@ -29,9 +29,9 @@ pub enum ApiError {
     /// Admin endpoints are off because no ADMIN_TOKEN is configured.
     #[error("admin endpoints are disabled: set ADMIN_TOKEN to enable them")]
     AdminDisabled,
-    /// Missing or wrong admin bearer token.
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
+    /// A missing, malformed or unknown token.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The write-ahead log store could not answer a read.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -89,7 +89,7 @@ impl ApiError {
             // Chroma's own names for 413 and 409.
             Self::PayloadTooLarge(_) | Self::Conflict(_) => ErrorName::Chroma,
             Self::AdminDisabled | Self::Forbidden(_) => ErrorName::Authorization,
-            Self::Unauthorized => ErrorName::Auth,
+            Self::Unauthorized(_) => ErrorName::Auth,
             Self::Wal(e) | Self::NotLogged(e) if wal_status(e) == StatusCode::CONFLICT => {
                 ErrorName::Chroma
             }
@@ -111,7 +111,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AdminDisabled | Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Wal(e) | Self::NotLogged(e) => wal_status(e),
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -150,7 +150,7 @@ mod tests {
             (ApiError::PayloadTooLarge(1), 413, "ChromaError"),
             (ApiError::Forbidden(String::new()), 403, "AuthorizationError"),
             (ApiError::AdminDisabled, 403, "AuthorizationError"),
-            (ApiError::Unauthorized, 401, "AuthError"),
+            (ApiError::Unauthorized(String::new()), 401, "AuthError"),
             (ApiError::Wal(WalError::Unavailable(String::new())), 503, "InternalError"),
             (ApiError::NotLogged(WalError::Unavailable(String::new())), 503, "InternalError"),
             (ApiError::NotLogged(WalError::Conflict(String::new())), 409, "ChromaError"),

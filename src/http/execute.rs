@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::{Cluster, Worker};
 use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::RouteRequest;
-use crate::apply::translate::{NotOnInstance, PresenceCheck, Prepared};
+use crate::apply::translate::{NotOnInstance, Prepared, PresenceCheck};
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
@@ -37,11 +37,7 @@ pub async fn candidates(
     access: Access,
     scopes: Vec<Scope>,
 ) -> Result<Vec<InstanceId>, ApiError> {
-    worker
-        .router
-        .send(RouteRequest { access, scopes })
-        .await
-        .map_err(ApiError::actor("router"))
+    worker.router.send(RouteRequest { access, scopes }).await.map_err(ApiError::actor("router"))
 }
 
 /// Sends the request to the candidates in order, each in the form `prepare` gives for it: a

@@ -3,13 +3,14 @@
 //!
 //! Each handler takes only the handles it uses: [`Cluster`] (the instances and what the
 //! failover loop judges them by), [`Identities`] (collection ids), [`WritePath`] (the log's
-//! writer and the write order), [`log_reader::LogReader`] (the one reader of the log), [`admin::AdminAuth`]
-//! and the worker's own [`Worker`]. Handlers ask the router where a request goes; they never
+//! writer and the write order), [`log_reader::LogReader`] (the one reader of the log),
+//! [`gate::Gate`] (who may pass) and the worker's own [`Worker`]. Handlers ask the router where a request goes; they never
 //! decide health or routing themselves, and never start actors or open the store.
 
 pub mod admin;
 pub mod error;
 pub mod execute;
+pub mod gate;
 pub mod log_reader;
 pub mod proxy;
 pub mod service;

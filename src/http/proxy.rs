@@ -7,13 +7,15 @@
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use log::warn;
+use serde_json::json;
 
 use super::error::ApiError;
 use super::execute::{Execution, candidates, execute};
+use super::gate::Gate;
 use super::{Cluster, Identities, Worker, WritePath, path_and_query, respond, write};
 use crate::apply::effects::{DISCOVERY_RETRY, discover};
 use crate::apply::translate::{canonical_answer, prepare};
-use crate::chroma::routes::{Route, classify};
+use crate::chroma::routes::{IDENTITY_PATH, Route, classify};
 use crate::identity::Translation;
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
@@ -27,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
 pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     ids: web::Data<Identities>,
     writes: web::Data<WritePath>,
@@ -34,8 +37,22 @@ pub async fn forward(
 ) -> Result<HttpResponse, ApiError> {
     let stats = &cluster.stats;
     bump(&stats.requests);
+    // Who is asking comes first: without a valid token, nothing else is looked at, not even
+    // the body.
+    let caller = gate.caller(&req).inspect_err(|_| bump(&stats.refused))?;
     let admitted = admit(&req, payload).await;
     let (route, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
+    if let Some(caller) = &caller {
+        gate.authorize(caller, &route, &body).inspect_err(|_| bump(&stats.refused))?;
+        if req.path() == IDENTITY_PATH {
+            // What the official clients ask on connect to pick their tenant and database.
+            return Ok(HttpResponse::Ok().json(json!({
+                "user_id": caller.name,
+                "tenant": caller.tenant,
+                "databases": caller.databases,
+            })));
+        }
+    }
     if let Some(id) = route.collection_id()
         && ids.table.to_instance(id, InstanceId(0)) == Translation::Unknown
         && ids.discovery.due(id)
@@ -82,7 +99,8 @@ pub async fn forward(
             // its log entry and its recorded outcome.
             let write = actix_web::rt::spawn(async move {
                 let handles = write::Handles { cluster: &cluster, ids: &ids, writes: &writes };
-                write::write(&req, &route, body, handles, &worker).await
+                let caller = caller.as_deref();
+                write::write(&req, &route, body, handles, caller, &worker).await
             });
             write.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("write task: {e}"))))
         }

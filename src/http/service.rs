@@ -1,16 +1,20 @@
 //! Service endpoints: `/health`, `/status` and `/metrics`.
 //!
-//! Read-only: these handlers never change health, routing or counters.
+//! Read-only: these handlers never change health, routing or counters. `/health`, `/status` and
+//! `/metrics` are open (monitoring reads them); what names tenants' data is behind the gate.
 
 use std::fmt::Write;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::gate::Gate;
 use super::log_reader::LogReader;
 use super::{Cluster, Identities, Worker};
 use crate::actors::router::CountUsable;
+use crate::chroma::routes::classify;
 
 /// Registers the service routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -22,7 +26,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/collection/mappings", web::get().to(mappings));
 }
 
-async fn mappings(cluster: web::Data<Cluster>, ids: web::Data<Identities>) -> HttpResponse {
+/// Every collection's ids; with tokens declared, for admins only (it names every tenant's
+/// collections).
+async fn mappings(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    cluster: web::Data<Cluster>,
+    ids: web::Data<Identities>,
+) -> Result<HttpResponse, ApiError> {
+    if !gate.is_open() {
+        gate.admin(&req)?;
+    }
     let names: Vec<&str> = cluster.instances.iter().map(|i| i.spec.name.as_str()).collect();
     let collections: Vec<Value> = ids
         .table
@@ -49,7 +63,7 @@ async fn mappings(cluster: web::Data<Cluster>, ids: web::Data<Identities>) -> Ht
             })
         })
         .collect();
-    HttpResponse::Ok().json(json!({ "collections": collections }))
+    Ok(HttpResponse::Ok().json(json!({ "collections": collections })))
 }
 
 async fn wal_status(log: web::Data<LogReader>) -> Result<HttpResponse, ApiError> {
@@ -59,12 +73,23 @@ async fn wal_status(log: web::Data<LogReader>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// One write's outcome; with tokens declared, for a token that may read where it wrote.
 async fn transaction(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
     log: web::Data<LogReader>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = gate.caller(&req)?;
     match log.transaction(id.clone()).await? {
-        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        Some(view) => {
+            if let Some(caller) = caller {
+                let path = view.path.split('?').next().unwrap_or_default();
+                let route = classify(&Method::GET, path)?;
+                gate.authorize(&caller, &route, b"")?;
+            }
+            Ok(HttpResponse::Ok().json(view))
+        }
         None => Err(ApiError::NotFound(format!("no transaction `{id}` in the write-ahead log"))),
     }
 }
@@ -83,6 +108,7 @@ async fn health(
 }
 
 async fn status(
+    gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     log: web::Data<LogReader>,
 ) -> Result<HttpResponse, ApiError> {
@@ -118,6 +144,10 @@ async fn status(
         "instances": instances,
         "write_ahead_log": wal,
         "stats": cluster.stats.snapshot(&cluster.specs()),
+        "auth": {
+            "mode": gate.mode(),
+            "denied": gate.denials().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        },
     })))
 }
 

@@ -18,6 +18,7 @@ use crate::actors::replay::Wake;
 use crate::actors::wal_writer::{Append, Resolve};
 use crate::apply::effects::record_changes;
 use crate::apply::translate::{canonical_answer, identity_changes, prepare};
+use crate::auth::Token;
 use crate::chroma::routes::{Operation, Route};
 use crate::policy::{Access, Claim, Scope};
 use crate::progress::Applied;
@@ -45,11 +46,17 @@ pub async fn write(
     route: &Route,
     body: Bytes,
     handles: Handles<'_>,
+    caller: Option<&Token>,
     worker: &Worker,
 ) -> Result<HttpResponse, ApiError> {
     let Handles { cluster, ids, writes } = handles;
     refuse_protected(req, route, writes)?;
-    let key = idempotency_key(req)?;
+    // Keys are the caller's own: another token reusing one gets its own entry, never this
+    // caller's stored answer.
+    let key = idempotency_key(req)?.map(|key| match caller {
+        Some(token) => format!("{}/{key}", token.name),
+        None => key,
+    });
     let scope = Scope::of_write(route);
     // Writes that do not commute run one at a time: the log's order is their order on every
     // instance.
