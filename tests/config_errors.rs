@@ -57,3 +57,33 @@ fn flags_override_the_environment() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("READ_REPLICA_RATIO"));
 }
+
+#[test]
+fn a_bad_token_entry_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[tokens]]\nname = \"ok\"\ntoken = \"0123456789abcdef\"\nrole = \"read\"\ntenant = \"t\"\ndatabases = [\"*\"]\n\
+         [[tokens]]\nname = \"ci\"\ntoken = \"0123456789abcdef-2\"\nrole = \"superuser\"\ntenant = \"t\"\ndatabases = [\"*\"]\n",
+    )
+    .unwrap();
+    let (code, stderr) = run(&[
+        ("PRIMARY_URL", "http://127.0.0.1:1"),
+        ("AUTH_TOKENS_FILE", tokens.to_str().unwrap()),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("AUTH_TOKENS_FILE") && stderr.contains("tokens[1] (`ci`)"), "{stderr}");
+    assert!(!stderr.contains("0123456789abcdef"), "a token reached the output: {stderr}");
+
+    // Tokens in the --config file are read too, beside its settings.
+    let config = dir.path().join("chroma-ha.toml");
+    std::fs::write(
+        &config,
+        "primary_url = \"http://127.0.0.1:1\"\n[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\nrole = \"read\"\ntenant = \"t\"\ndatabases = [\"*\"]\n",
+    )
+    .unwrap();
+    let (code, stderr) = run(&[("CHROMA_HA_CONFIG", config.to_str().unwrap())]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("tokens[0] (`x`): sha256 must be 64 hex digits"), "{stderr}");
+}
