@@ -64,6 +64,12 @@ REPLICA="http://127.0.0.1:$REPLICA_PORT"
 # collections created through it, so each replicates exactly its own.
 start_proxy proxy-pg PRIMARY_URL="$DIRECT" REPLICA_URL="http://127.0.0.1:$REPLICA_PG_PORT" DATABASE_URL="$PG_URL"
 PROXY_PG=$PROXY
+# A proxy with tokens declared, reads only: its queries carry a read token (the cost of
+# checking it). Started before the SQLite proxy, whose $PROXY and $PROXY_PID the rest uses.
+BENCH_TOKEN="bench-read-token-$RANDOM$RANDOM$RANDOM"
+printf '[[tokens]]\nname = "bench"\ntoken = "%s"\nrole = "read"\ntenant = "*"\ndatabases = ["*"]\n' "$BENCH_TOKEN" > "$WORK/tokens.toml"
+start_proxy proxy-auth PRIMARY_URL="$DIRECT" READ_REPLICA_RATIO=0 AUTH_TOKENS_FILE="$WORK/tokens.toml" DATABASE_URL="$WORK/auth-wal.sqlite"
+PROXY_AUTH=$PROXY
 # Its reads go to the primary, the server "direct" is measured on: the comparison is then the
 # proxy's cost alone, not the difference between two servers.
 start_proxy proxy-sqlite PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0
@@ -89,6 +95,7 @@ if section latency; then
   compare "GET /api/v2/heartbeat" 1 "$DIRECT/api/v2/heartbeat" "$PROXY/api/v2/heartbeat"
   compare "query 1k x 128-d, k=10" 1 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
   compare "query 1k x 128-d, k=10" 16 "$DIRECT$COLL/$ID/query" "$PROXY$COLL/$ID/query" "$WORK/query.json"
+  AUTH_TOKEN="$BENCH_TOKEN" compare "query, tokens declared" 16 "$DIRECT$COLL/$ID/query" "$PROXY_AUTH$COLL/$ID/query" "$WORK/query.json"
   if [ -n "$NGINX" ]; then
     compare "query, nginx (reference hop)" 1 "$DIRECT$COLL/$ID/query" "$NGINX$COLL/$ID/query" "$WORK/query.json"
     compare "query, nginx (reference hop)" 16 "$DIRECT$COLL/$ID/query" "$NGINX$COLL/$ID/query" "$WORK/query.json"
@@ -102,9 +109,9 @@ if section latency; then
   echo "the nginx rows put a one-worker nginx with upstream keep-alive in the proxy's place: what any proxy hop costs on this machine"
   echo "proxy RSS after the runs: $(rss_mb "$PROXY_PID") MB"
   # The same figure without drift: every round sends one query to each server in turn.
-  python3 scripts/bench/interleave.py 2000 "$WORK/query.json" "$COLL/$ID/query" "$DIRECT" "$PROXY" ${NGINX:+"$NGINX"} > "$WORK/inter"
+  python3 scripts/bench/interleave.py 2000 "$WORK/query.json" "$COLL/$ID/query" "$DIRECT" "$PROXY" "$PROXY_AUTH#$BENCH_TOKEN" ${NGINX:+"$NGINX"} > "$WORK/inter"
   added_ms() { awk -v u="$1" '$1 == u { print $2 }' "$WORK/inter"; }
-  echo "query c=1 added p50, requests interleaved one at a time (2,000 rounds): chroma-ha $(added_ms "$PROXY") ms${NGINX:+, nginx $(added_ms "$NGINX") ms}"
+  echo "query c=1 added p50, requests interleaved one at a time (2,000 rounds): chroma-ha $(added_ms "$PROXY") ms, chroma-ha with a token checked $(added_ms "$PROXY_AUTH#$BENCH_TOKEN") ms${NGINX:+, nginx $(added_ms "$NGINX") ms}"
 fi
 
 if section wal; then
