@@ -1,4 +1,5 @@
-//! Tokens at the proxy (DESIGN 14), against real Chroma servers and the official Python client:
+//! Tokens at the proxy (DESIGN 14), against real Chroma servers and the official Python and JS
+//! clients:
 //! roles, tenants and databases, `auth/identity`, refusals that reach nothing, credentials that
 //! never reach an instance, per-token idempotency keys, the admin endpoints, and a token file
 //! reloaded on SIGHUP.
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Chroma, Proxy, get, python, python_result, try_request, wait_until};
+use support::{Chroma, Proxy, get, node, python, python_result, try_request, wait_until};
 
 const READ: &str = "read-token-0123456789abcdef";
 const WRITE: &str = "write-token-0123456789abcdef";
@@ -107,6 +108,9 @@ fn tokens_decide_who_may_do_what() {
         "auth_client.py",
         &[&url, &primary.url(), READ, WRITE, TENANT, ADMIN],
     ));
+    assert_eq!(result["ok"], true);
+    // And the official JS client (which the reset above left an empty store for).
+    let result = python_result(&node("auth_client.cjs", &[&url, &primary.url(), READ, WRITE]));
     assert_eq!(result["ok"], true);
 
     // The identity the proxy answers, and per-token idempotency keys.

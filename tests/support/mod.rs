@@ -383,6 +383,30 @@ impl Drop for Proxy {
     }
 }
 
+/// The official JS client's `node_modules`, installed on first use by `scripts/setup-js.sh`.
+pub fn js_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/setup-js.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/setup-js.sh");
+        assert!(out.status.success(), "scripts/setup-js.sh failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+/// Runs `tests/js/{script}` with Node and the official JS client.
+pub fn node(script: &str, args: &[&str]) -> Output {
+    Command::new("node")
+        .arg(repo_root().join("tests/js").join(script))
+        .args(args)
+        .env("NODE_PATH", js_modules())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node")
+}
+
 /// Runs `tests/py/{script}` with the venv's Python and these arguments.
 pub fn python(script: &str, args: &[&str]) -> Output {
     python_command(script, args).output().expect("run python")
@@ -409,13 +433,14 @@ pub fn spawn_workload(proxy: &Proxy, prefix: &str, iterations: usize) -> Child {
         .expect("start the workload")
 }
 
-/// Parses the last stdout line of a Python script as JSON, panicking with its stderr if it failed.
+/// Parses the last stdout line of a test script (Python or Node) as JSON, panicking with its
+/// stderr if it failed.
 pub fn python_result(output: &Output) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "python failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "script failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
     let last = stdout.lines().last().unwrap_or("");
