@@ -26,6 +26,7 @@ use crate::instance::{InstanceId, InstanceName, InstanceSpec};
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::Stats;
+use crate::tls::Tls;
 use crate::wal::store::{WalError, WalStore};
 
 /// Why the proxy could not start or serve.
@@ -116,8 +117,9 @@ fn reload_on_sighup(gate: web::Data<Gate>) {
 }
 
 /// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
-/// the WAL writer commits the last outcomes. Must run inside an actix `System`.
-pub async fn serve(config: &Config, tokens: Tokens) -> Result<(), ServeError> {
+/// the WAL writer commits the last outcomes. `tls` is what [`Tls::load`] made of `config`'s
+/// files. Must run inside an actix `System`.
+pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), ServeError> {
     let specs = config.instances();
     let (store, wal) = start_wal(config, &specs)?;
     let (table, progress) = load_replication_state(&store, &specs)?;
@@ -131,7 +133,8 @@ pub async fn serve(config: &Config, tokens: Tokens) -> Result<(), ServeError> {
         .iter()
         .map(|spec| {
             let judged = spec.clone();
-            let health = Supervisor::start(move |_| HealthActor::new(judged, settings));
+            let tls = tls.upstream.clone();
+            let health = Supervisor::start(move |_| HealthActor::new(judged, settings, &tls));
             InstanceHandle { spec: spec.clone(), health }
         })
         .collect();
@@ -146,6 +149,7 @@ pub async fn serve(config: &Config, tokens: Tokens) -> Result<(), ServeError> {
         counters: replay_counters.clone(),
         max_retries: config.max_replay_retries,
         request_timeout: config.request_timeout,
+        tls: tls.upstream.clone(),
     };
     let replay = Supervisor::start(move |_| ReplayActor::new(parts));
     let cluster = web::Data::new(Cluster {
@@ -171,9 +175,10 @@ pub async fn serve(config: &Config, tokens: Tokens) -> Result<(), ServeError> {
     let gate = web::Data::new(start_gate(config, tokens));
     let replay = web::Data::new(replay);
     reload_on_sighup(gate.clone());
+    let upstream_tls = tls.upstream;
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(web::Data::new(Worker::start(&cluster)))
+            .app_data(web::Data::new(Worker::start(&cluster, &upstream_tls)))
             .app_data(cluster.clone())
             .app_data(ids.clone())
             .app_data(writes.clone())
@@ -182,10 +187,13 @@ pub async fn serve(config: &Config, tokens: Tokens) -> Result<(), ServeError> {
             .app_data(replay.clone())
             .configure(http::routes)
     })
-    .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64)
-    .bind(config.listen_addr)?
-    .run();
-    info!("listening on http://{}", config.listen_addr);
+    .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64);
+    let (server, scheme) = match tls.listener {
+        Some(listener) => (server.bind_rustls_0_23(config.listen_addr, listener)?, "https"),
+        None => (server.bind(config.listen_addr)?, "http"),
+    };
+    let server = server.run();
+    info!("listening on {scheme}://{}", config.listen_addr);
     server.await?;
     if let Err(e) = wal
         .send(Drain)

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 /// what involves two settings (a URL given twice, WAL retention against the idempotency TTL).
 #[derive(Debug, Clone, PartialEq, Args, Serialize)]
 pub struct Config {
-    /// Primary Chroma base URL, e.g. http://127.0.0.1:8000.
+    /// Primary Chroma base URL, e.g. http://127.0.0.1:8000 (or https://, see UPSTREAM_CA_FILE).
     ///
     /// No default: there is nothing sensible to front without it.
     #[arg(long, env, value_parser = parse::chroma_url)]
@@ -58,6 +58,27 @@ pub struct Config {
     /// Loopback by default: exposing the proxy is a deliberate operator choice.
     #[arg(long, env, default_value = "127.0.0.1:8080", value_parser = parse::socket_addr)]
     pub listen_addr: SocketAddr,
+
+    /// PEM certificate chain (the proxy's certificate first) to serve HTTPS with; needs
+    /// TLS_KEY_FILE.
+    ///
+    /// Unset by default: plain HTTP, for a loopback address or behind a load balancer that
+    /// terminates TLS.
+    #[arg(long, env)]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of TLS_CERT_FILE; needs TLS_CERT_FILE.
+    ///
+    /// Unset by default, as TLS_CERT_FILE. Only its path is ever logged.
+    #[arg(long, env)]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM bundle of the CAs that `https://` instances are verified against, instead of the
+    /// system's roots.
+    ///
+    /// Unset by default: the operating system's CA store, which the operator already keeps.
+    #[arg(long, env)]
+    pub upstream_ca_file: Option<PathBuf>,
 
     /// Time between health probes of a healthy instance (seconds, or 500ms, 2s, 1m).
     ///
@@ -539,12 +560,29 @@ impl Config {
                 errors.push(error("REPLICA_URL", format!("{url} is given twice")));
             }
         }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => errors.push(error(
+                "TLS_KEY_FILE",
+                "required with TLS_CERT_FILE: the private key of that certificate",
+            )),
+            (None, Some(_)) => errors.push(error(
+                "TLS_CERT_FILE",
+                "required with TLS_KEY_FILE: the certificate of that private key",
+            )),
+            _ => {}
+        }
         if self.wal_retention < self.idempotency_ttl {
             errors.push(error(
                 "WAL_RETENTION",
                 "must be at least IDEMPOTENCY_TTL: a retried write must still find its entry",
             ));
         }
+    }
+
+    /// TLS_CERT_FILE and TLS_KEY_FILE, when the listener serves HTTPS ([`Config::validate`]
+    /// refuses one without the other).
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        self.tls_cert_file.as_deref().zip(self.tls_key_file.as_deref())
     }
 
     /// The instances this proxy fronts: `primary` first, then `replica`, `replica-2`, ...
@@ -586,14 +624,14 @@ mod parse {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    /// A Chroma base URL: `http://host[:port]`, no credentials, path, query or fragment; returned
-    /// as its origin (no trailing slash).
+    /// A Chroma base URL: `http://host[:port]` or `https://host[:port]`, no credentials, path,
+    /// query or fragment; returned as its origin (no trailing slash).
     pub fn chroma_url(text: &str) -> Result<String, String> {
         let text = text.trim().trim_end_matches('/');
         let bad = |why: &str| format!("`{text}` is not a usable Chroma URL: {why}");
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
-        if url.scheme() != "http" {
-            return Err(bad("only http://host:port is supported"));
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("only http://host:port or https://host:port is supported"));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("credentials do not belong in the URL"));
@@ -751,10 +789,34 @@ mod tests {
 
     #[test]
     fn urls_with_secrets_paths_or_other_schemes_are_refused() {
-        for url in ["http://u:p@h:1", "http://h:1/api", "https://h:1", "h:1", "http://h:1?x=1"] {
+        for url in ["http://u:p@h:1", "https://h:1/api", "ftp://h:1", "h:1", "http://h:1?x=1"] {
             let errors = validate(&[("PRIMARY_URL", url)]).unwrap_err();
             assert_eq!(settings_named(errors), vec!["PRIMARY_URL"], "{url}");
         }
+    }
+
+    #[test]
+    fn https_instance_urls_are_accepted() {
+        let config = validate(&[
+            ("PRIMARY_URL", "https://chroma-1.internal:8443/"),
+            ("REPLICA_URL", "http://127.0.0.1:2,https://chroma-2.internal"),
+        ])
+        .unwrap();
+        assert_eq!(config.primary_url, "https://chroma-1.internal:8443");
+        assert_eq!(config.replica_url, ["http://127.0.0.1:2", "https://chroma-2.internal"]);
+    }
+
+    #[test]
+    fn a_tls_certificate_needs_its_key_and_the_key_its_certificate() {
+        let base = ("PRIMARY_URL", "http://127.0.0.1:1");
+        let errors = validate(&[base, ("TLS_CERT_FILE", "/etc/chroma-ha/cert.pem")]).unwrap_err();
+        assert_eq!(settings_named(errors), vec!["TLS_KEY_FILE"]);
+        let errors = validate(&[base, ("TLS_KEY_FILE", "/etc/chroma-ha/key.pem")]).unwrap_err();
+        assert_eq!(settings_named(errors), vec!["TLS_CERT_FILE"]);
+        let both = [base, ("TLS_CERT_FILE", "c.pem"), ("TLS_KEY_FILE", "k.pem")];
+        let config = validate(&both).unwrap();
+        assert_eq!(config.tls_files(), Some((Path::new("c.pem"), Path::new("k.pem"))));
+        assert_eq!(validate(&[base]).unwrap().tls_files(), None);
     }
 
     #[test]

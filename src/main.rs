@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use chroma_ha::config::{Cli, Command, Config, ConfigError, RawSettings};
+use chroma_ha::tls::Tls;
 use chroma_ha::wal::store::WalStore;
 use log::{error, info};
 
@@ -39,8 +40,13 @@ fn main() -> ExitCode {
         Ok(tokens) => tokens,
         Err(e) => return config_errors(vec![e]),
     };
+    // The TLS files are read before anything starts, so a bad one is a configuration error.
+    let tls = match Tls::load(&config) {
+        Ok(tls) => tls,
+        Err(errors) => return config_errors(errors),
+    };
     info!("chroma-ha {} starting: {config}", env!("CARGO_PKG_VERSION"));
-    let serve = chroma_ha::app::serve(&config, tokens);
+    let serve = chroma_ha::app::serve(&config, tokens, tls);
     let code = match actix_web::rt::System::new().block_on(serve) {
         Ok(()) => {
             info!("shutdown complete");

@@ -1,6 +1,9 @@
 //! One HTTP call to one Chroma instance, with the outcome classified for failover: did the
 //! instance die, hang, drop a connection, or did it answer?
 //!
+//! Also where every HTTP client to instances is built ([`client`]): the failover loop's, the
+//! health probes' and replay's, alike, plain TCP for `http://` and rustls for `https://`.
+//!
 //! Never retries and never picks an instance: the caller owns the failover loop. Never logs
 //! headers or bodies.
 
@@ -13,12 +16,31 @@ use actix_web::web::Bytes;
 use awc::error::{PayloadError, SendRequestError};
 
 use crate::chroma::headers::request_headers;
+use crate::tls::UpstreamTls;
 
 /// Largest upstream answer buffered; answers are buffered whole so that an instance dying
 /// mid-answer is failed over like any other death.
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-/// Longest TCP connect; a refused connection returns at once, this bounds a silent network.
+/// Longest TCP connect, and longest TLS handshake after it; a refused connection returns at
+/// once, this bounds a silent network.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An HTTP client to instances whose calls each get `timeout` for the whole exchange: no
+/// redirects followed, no headers but the caller's, an unbounded connection pool, and TLS as
+/// `tls` says for `https://` instances. Every client the proxy builds comes from here.
+pub fn client(tls: &UpstreamTls, timeout: Duration) -> awc::Client {
+    let connect = CONNECT_TIMEOUT.min(timeout);
+    let mut connector = awc::Connector::new().timeout(connect).limit(0);
+    if let Some(config) = tls.client_config() {
+        connector = connector.rustls_0_23(config).handshake_timeout(connect);
+    }
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        .no_default_headers()
+        .timeout(timeout)
+        .finish()
+}
 
 /// What went wrong on an upstream call, and therefore what the proxy does next.
 #[derive(Debug, thiserror::Error)]
@@ -78,15 +100,8 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client whose calls each get `timeout` for the whole exchange.
-    pub fn new(timeout: Duration) -> Self {
-        let connector = awc::Connector::new().timeout(CONNECT_TIMEOUT.min(timeout)).limit(0);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .disable_redirects()
-            .no_default_headers()
-            .timeout(timeout)
-            .finish();
-        Self { client, timeout }
+    pub fn new(tls: &UpstreamTls, timeout: Duration) -> Self {
+        Self { client: client(tls, timeout), timeout }
     }
 
     /// The underlying client, for the proxy's own calls (collection discovery).

@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use super::guarded;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
+use crate::tls::UpstreamTls;
+use crate::upstream;
 
 /// Consecutive good probes before a down instance is used again.
 pub const RISE: u32 = 2;
@@ -139,14 +141,15 @@ pub struct HealthActor {
 }
 
 impl HealthActor {
-    /// A judge for `spec`. The instance starts as usable: the first probe runs at once, and a
-    /// failed request marks it down before any client notices.
-    pub fn new(spec: InstanceSpec, settings: ProbeSettings) -> Self {
+    /// A judge for `spec`, probing with `tls` if it is `https://`. The instance starts as
+    /// usable: the first probe runs at once, and a failed request marks it down before any
+    /// client notices.
+    pub fn new(spec: InstanceSpec, settings: ProbeSettings, tls: &UpstreamTls) -> Self {
         Self {
             spec,
             settings,
             subscribers: Vec::new(),
-            client: awc::Client::default(),
+            client: upstream::client(tls, settings.timeout),
             probed_up: true,
             successes: 0,
             failures: 0,
@@ -194,11 +197,7 @@ impl HealthActor {
             return;
         }
         self.probing = true;
-        let request = self
-            .client
-            .get(format!("{}/api/v2/healthcheck", self.spec.url))
-            .timeout(self.settings.timeout)
-            .send();
+        let request = self.client.get(format!("{}/api/v2/healthcheck", self.spec.url)).send();
         let check = async move {
             match request.await {
                 Ok(response) if response.status().is_success() => Ok(()),
@@ -437,7 +436,7 @@ mod tests {
     #[actix::test]
     async fn passive_report_marks_down_at_once_and_override_expires() {
         let recorder = Recorder(Vec::new()).start();
-        let health = HealthActor::new(spec(), slow_settings()).start();
+        let health = HealthActor::new(spec(), slow_settings(), &UpstreamTls::default()).start();
         health.send(Subscribe(recorder.clone().recipient())).await.unwrap();
 
         health.send(ReportFailure { reason: "connection refused".into() }).await.unwrap();
@@ -466,7 +465,7 @@ mod tests {
 
     #[actix::test]
     async fn clearing_an_override_restores_the_probed_state() {
-        let health = HealthActor::new(spec(), slow_settings()).start();
+        let health = HealthActor::new(spec(), slow_settings(), &UpstreamTls::default()).start();
         assert!(!health.send(ClearForce).await.unwrap());
         health
             .send(ForceHealth { healthy: false, duration: Duration::from_secs(60) })

@@ -29,6 +29,8 @@ use crate::identity::{MappingTable, Translation};
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
 use crate::policy::{self, Claim, Scope};
 use crate::progress::Progress;
+use crate::tls::UpstreamTls;
+use crate::upstream;
 use crate::wal::models::{EntryRow, EntryState, PendingEntry, Seq};
 use crate::wal::store::{WalError, WalStore};
 
@@ -97,6 +99,7 @@ pub struct ReplayParts {
     pub counters: Arc<ReplayCounters>,
     pub max_retries: i32,
     pub request_timeout: Duration,
+    pub tls: UpstreamTls,
 }
 
 #[derive(Default)]
@@ -134,8 +137,7 @@ impl ReplayActor {
     /// A replayer for every instance of `parts.specs`.
     pub fn new(parts: ReplayParts) -> Self {
         let lanes = parts.specs.iter().map(|_| Lane { usable: true, ..Lane::default() }).collect();
-        let client =
-            awc::Client::builder().disable_redirects().timeout(parts.request_timeout).finish();
+        let client = upstream::client(&parts.tls, parts.request_timeout);
         Self { parts: Arc::new(parts), lanes, client }
     }
 

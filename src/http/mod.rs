@@ -36,6 +36,7 @@ use crate::instance::InstanceSpec;
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::{Stats, bump};
+use crate::tls::UpstreamTls;
 use crate::upstream::{Upstream, UpstreamResponse};
 
 /// One instance as the HTTP layer sees it: what it is and who judges its health.
@@ -139,14 +140,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts this thread's router and client; runs inside each worker.
-    pub fn start(cluster: &Cluster) -> Self {
+    /// Starts this thread's router and client (with `tls` for `https://` instances); runs
+    /// inside each worker.
+    pub fn start(cluster: &Cluster, tls: &UpstreamTls) -> Self {
         let roles = cluster.instances.iter().map(|i| i.spec.role).collect();
         let health = cluster.instances.iter().map(|i| i.health.clone().recipient()).collect();
         let ratio = cluster.read_replica_ratio;
         let progress = cluster.progress.clone();
         let router = Supervisor::start(move |_| RouterActor::new(roles, health, progress, ratio));
-        Self { upstream: Upstream::new(cluster.request_timeout), router }
+        Self { upstream: Upstream::new(tls, cluster.request_timeout), router }
     }
 }
 

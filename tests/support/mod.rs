@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod tls;
+
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
@@ -94,22 +96,31 @@ impl Answer {
     }
 }
 
-/// Sends one request; connection errors are `Err`, every HTTP status is `Ok`.
+fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .allow_non_standard_methods(true)
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
+/// Sends one request (`https://` verified against [`tls::ca`]); connection errors are `Err`,
+/// every HTTP status is `Ok`.
 pub fn try_request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<Answer, String> {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    let agent = AGENT.get_or_init(|| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .allow_non_standard_methods(true)
-            .build()
-            .into()
-    });
+    static PLAIN: OnceLock<ureq::Agent> = OnceLock::new();
+    static HTTPS: OnceLock<ureq::Agent> = OnceLock::new();
+    let agent = if url.starts_with("https://") {
+        HTTPS.get_or_init(|| agent(tls::ureq_tls()))
+    } else {
+        PLAIN.get_or_init(|| agent(ureq::tls::TlsConfig::default()))
+    };
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         builder = builder.header(*k, *v);
@@ -247,9 +258,11 @@ impl Drop for Chroma {
     }
 }
 
-/// The proxy binary, started with a given environment on a free port.
+/// The proxy binary, started with a given environment on a free port; HTTPS when the
+/// environment sets TLS_CERT_FILE (a certificate of [`tls::ca`]).
 pub struct Proxy {
     pub port: u16,
+    scheme: &'static str,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -271,7 +284,9 @@ impl Proxy {
     /// Starts the proxy with exactly this environment (plus LISTEN_ADDR and RUST_LOG).
     pub fn start_with_env(env: &[(String, String)]) -> Self {
         let dir = tempfile::Builder::new().prefix("chroma-ha-proxy-").tempdir().unwrap();
-        let mut proxy = Self { port: free_port(), dir, env: env.to_vec(), child: None };
+        let tls = env.iter().any(|(k, _)| k == "TLS_CERT_FILE");
+        let scheme = if tls { "https" } else { "http" };
+        let mut proxy = Self { port: free_port(), scheme, dir, env: env.to_vec(), child: None };
         proxy.spawn();
         proxy
     }
@@ -315,7 +330,7 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     pub fn pid(&self) -> u32 {
