@@ -27,7 +27,8 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Loads every TLS file `config` names, reporting each bad one.
+    /// Loads every TLS file `config` names: an error for the listener's first bad file, and
+    /// one for UPSTREAM_CA_FILE.
     pub fn load(config: &Config) -> Result<Self, Vec<ConfigError>> {
         let listener = config.tls_files().map(|(cert, key)| server_config(cert, key)).transpose();
         let urls = config.instances().into_iter().map(|spec| spec.url);

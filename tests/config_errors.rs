@@ -1,6 +1,10 @@
 //! Bad configuration stops the binary with exit status 2 and one line naming the setting.
 
+mod support;
+
 use std::process::Command;
+
+use support::tls::ca;
 
 fn run(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
@@ -86,4 +90,52 @@ fn a_bad_token_entry_exits_2_naming_it() {
     let (code, stderr) = run(&[("CHROMA_HA_CONFIG", config.to_str().unwrap())]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("tokens[0] (`x`): sha256 must be 64 hex digits"), "{stderr}");
+}
+
+#[test]
+fn https_instance_urls_are_accepted() {
+    let (code, stderr) = run(&[
+        ("PRIMARY_URL", "https://127.0.0.1:1"),
+        ("REPLICA_URL", "https://localhost:2,http://127.0.0.1:3"),
+        ("READ_REPLICA_RATIO", "2"),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("READ_REPLICA_RATIO"), "{stderr}");
+    assert!(!stderr.contains("_URL"), "the https:// URLs are fine: {stderr}");
+}
+
+#[test]
+fn tls_settings_that_cannot_work_exit_2_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca().issue(dir.path(), "proxy");
+    let other = ca().issue(dir.path(), "other");
+    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
+    let other_key = other.key.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    // The TLS settings given, the setting the error must name, and what it must say.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 6] = [
+        (&[("TLS_CERT_FILE", cert)], "TLS_KEY_FILE", "required with TLS_CERT_FILE"),
+        (&[("TLS_KEY_FILE", key)], "TLS_CERT_FILE", "required with TLS_KEY_FILE"),
+        (&[("TLS_CERT_FILE", missing), ("TLS_KEY_FILE", key)], "TLS_CERT_FILE", "cannot read"),
+        (&[("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", cert)], "TLS_KEY_FILE", "no PEM private key"),
+        (
+            &[("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", other_key)],
+            "TLS_KEY_FILE",
+            "unusable with TLS_CERT_FILE",
+        ),
+        (&[("UPSTREAM_CA_FILE", key)], "UPSTREAM_CA_FILE", "no PEM certificate"),
+    ];
+    let secret = std::fs::read_to_string(&other.key).unwrap();
+    let secret: Vec<&str> = secret.lines().filter(|line| !line.starts_with("-----")).collect();
+    for (settings, setting, why) in cases {
+        let mut env = vec![("PRIMARY_URL", "https://127.0.0.1:1")];
+        env.extend_from_slice(settings);
+        let (code, stderr) = run(&env);
+        assert_eq!(code, Some(2), "{settings:?}: {stderr}");
+        assert!(stderr.contains(setting) && stderr.contains(why), "{settings:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+        assert!(secret.iter().all(|line| !stderr.contains(line)), "the key leaked: {stderr}");
+    }
 }

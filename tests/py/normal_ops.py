@@ -1,15 +1,25 @@
 """Normal operation through the proxy with the official client, checked on the primary directly.
 
-usage: normal_ops.py PROXY_URL PRIMARY_URL COLLECTION_NAME
-Prints one JSON line; any failed check raises (non-zero exit).
+usage: normal_ops.py PROXY_URL PRIMARY_URL COLLECTION_NAME [--ca CA_FILE] [--keep]
+With --ca, the proxy is reached over HTTPS and its certificate verified against CA_FILE. With
+--keep, the collection and its records are left for the caller to compare on the instances.
+Prints one JSON line {"ok", "collection_id", "ids": ids left}; any failed check raises
+(non-zero exit).
 """
+import argparse
 import json
-import sys
 
 from chroma_client import client_for
 
-proxy_url, primary_url, name = sys.argv[1:4]
-proxy = client_for(proxy_url)
+parser = argparse.ArgumentParser()
+parser.add_argument("proxy_url")
+parser.add_argument("primary_url")
+parser.add_argument("name")
+parser.add_argument("--ca")
+parser.add_argument("--keep", action="store_true")
+args = parser.parse_args()
+proxy_url, primary_url, name = args.proxy_url, args.primary_url, args.name
+proxy = client_for(proxy_url, args.ca)
 primary = client_for(primary_url)
 
 col = proxy.create_collection(name, embedding_function=None, metadata={"purpose": "normal-ops"})
@@ -39,8 +49,10 @@ assert direct.count() == 18, f"primary holds {direct.count()} records after dele
 
 again = proxy.get_collection(name, embedding_function=None)
 assert again.id == col.id, (again.id, col.id)
+left = sorted(col.get()["ids"])
 
-proxy.delete_collection(name)
-assert name not in [c.name for c in proxy.list_collections()]
-assert name not in [c.name for c in primary.list_collections()]
-print(json.dumps({"ok": True, "collection_id": str(col.id)}))
+if not args.keep:
+    proxy.delete_collection(name)
+    assert name not in [c.name for c in proxy.list_collections()]
+    assert name not in [c.name for c in primary.list_collections()]
+print(json.dumps({"ok": True, "collection_id": str(col.id), "ids": left}))

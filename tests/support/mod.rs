@@ -727,6 +727,34 @@ pub fn assert_matches_oracle(print: &Value, workload: &Value, prefix: &str) {
     }
 }
 
+/// The mixed workload (250 iterations, collections named `{prefix}-...`) through `proxy` while
+/// `replica` (the proxy's `replica`) is killed (`kill -9`) and restarted: no request fails, the replica owed the writes
+/// made while it was down, and after catch-up both instances are identical and as the oracle
+/// expects.
+pub fn replica_outage_under_workload(
+    proxy: &Proxy,
+    primary: &Chroma,
+    replica: &mut Chroma,
+    prefix: &str,
+) {
+    let workload = spawn_workload(proxy, prefix, 250);
+    wait_until("the workload is under way", Duration::from_secs(60), || {
+        proxy.served("primary", "writes") >= 30
+    });
+    replica.kill9();
+    let before = proxy.served("primary", "writes");
+    wait_until("writes go on without the replica", Duration::from_secs(60), || {
+        proxy.served("primary", "writes") >= before + 60
+    });
+    let backlog = proxy.instance_status("replica")["replication_lag"]["entries"].as_i64().unwrap();
+    assert!(backlog > 0, "the replica owes the writes made while it was down");
+    replica.restart();
+    let result = python_result(&workload.wait_with_output().unwrap());
+    assert_eq!(result["failures"].as_array().unwrap().len(), 0, "{}", result["failures"]);
+    let print = wait_identical(&[primary, replica], Duration::from_secs(60));
+    assert_matches_oracle(&print, &result, &format!("{prefix}-"));
+}
+
 /// A primary, a replica, a WAL store and the proxy in front of them (dropped proxy first).
 /// Bind every field when destructuring (`wal: _wal`, not `..`): a field left out is dropped at
 /// once, and dropping the WAL store stops its PostgreSQL.
