@@ -154,6 +154,9 @@ fn tokens_decide_who_may_do_what() {
     }
 }
 
+/// One malformed-credential case: what it is, its headers, its URL.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
+
 /// Auth cases of the bad-input table: each a 4xx with Chroma's JSON error, nothing forwarded.
 #[test]
 fn malformed_credentials_are_refused() {
@@ -164,7 +167,7 @@ fn malformed_credentials_are_refused() {
     let proxy = Proxy::start(&primary, &[], &[("AUTH_TOKENS_FILE", tokens.to_str().unwrap())]);
     let heartbeat = format!("{}/api/v2/heartbeat", proxy.url());
     let bearer = format!("Bearer {READ}");
-    let cases: Vec<(&str, Vec<(&str, &str)>, String)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty bearer", vec![("authorization", "Bearer ")], heartbeat.clone()),
         ("not bearer", vec![("authorization", "Basic dXNlcjpwYXNz")], heartbeat.clone()),
         (
