@@ -106,11 +106,13 @@ struct SqliteDurability;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteDurability {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        // WAL journal + synchronous FULL: a commit is on disk when it returns; readers never
-        // block the writer; busy_timeout lets retention and the writer take turns; a 1 MB page
-        // cache per connection bounds what a large log can cost in memory.
+        // busy_timeout first: the pool opens its connections at once, and each one's switch
+        // to the WAL journal takes a lock the others then wait for instead of failing
+        // ("database is locked" at every start). WAL journal + synchronous FULL: a commit is on
+        // disk when it returns; readers never block the writer; retention and the writer take
+        // turns; a 1 MB page cache per connection bounds what a large log can cost in memory.
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; \
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
              PRAGMA cache_size = -1024;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
