@@ -192,8 +192,11 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         Some(listener) => (server.bind_rustls_0_23(config.listen_addr, listener)?, "https"),
         None => (server.bind(config.listen_addr)?, "http"),
     };
+    // The bound address, which differs from LISTEN_ADDR when that asks for port 0.
+    for addr in server.addrs() {
+        info!("listening on {scheme}://{addr}");
+    }
     let server = server.run();
-    info!("listening on {scheme}://{}", config.listen_addr);
     server.await?;
     if let Err(e) = wal
         .send(Drain)
