@@ -128,7 +128,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
     let mapping =
         Supervisor::start(move |_| MappingCacheActor::new(mapping_store, mapping_table, names));
     let settings = ProbeSettings::from_interval(config.check_interval);
-    let stats = Stats::new(specs.len());
+    let stats = Stats::new(&specs);
     let instances: Vec<InstanceHandle> = specs
         .iter()
         .map(|spec| {

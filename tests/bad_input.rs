@@ -149,6 +149,21 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 4"), "{answer}");
     assert_eq!(get(&format!("{url}/api/v2/heartbeat")).status, 200);
 
+    // `/metrics` counted the refusals (an unknown write route and two bad ids at least).
+    let metrics = get(&format!("{url}/metrics"));
+    assert_eq!(metrics.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = metrics.body.as_str().expect("metrics are text");
+    let value = |series: &str| -> f64 {
+        let line =
+            text.lines().find(|l| l.strip_prefix(series).is_some_and(|v| v.starts_with(' ')));
+        line.and_then(|l| l.rsplit_once(' ')).and_then(|(_, v)| v.parse().ok()).expect(series)
+    };
+    assert!(value("chroma_ha_refused_total") >= 3.0, "{text}");
+    assert!(value("chroma_ha_requests_total") >= value("chroma_ha_refused_total"), "{text}");
+    for instance in ["primary", "replica"] {
+        assert_eq!(value(&format!("chroma_ha_instance_up{{instance=\"{instance}\"}}")), 1.0);
+    }
+
     // Nothing reached the instances: the collection is empty on both.
     for instance in [&primary, &replica] {
         let count = get(&format!("{}{DB}/collections/target", instance.url())).body["id"].clone();

@@ -4,6 +4,7 @@
 //! proxy must not execute a write it cannot replicate.
 
 use actix_web::http::Method;
+use uuid::Uuid;
 
 /// The route the official clients call on connect to learn their tenant and databases.
 pub const IDENTITY_PATH: &str = "/api/v2/auth/identity";
@@ -278,15 +279,11 @@ pub fn is_collection_id(text: &str) -> bool {
     collection_id(text).is_ok()
 }
 
-/// Checks that a path segment is a UUID (8-4-4-4-12 hex digits).
+/// Checks that a path segment is a hyphenated UUID (8-4-4-4-12 hex digits), the only form Chroma
+/// gives out. `Uuid::try_parse` alone also takes the simple, braced and `urn:uuid:` forms (32, 38
+/// and 45 characters); at 36 characters it takes only the hyphenated one.
 fn collection_id(segment: &str) -> Result<(), RouteError> {
-    let hyphen = |i| matches!(i, 8 | 13 | 18 | 23);
-    let shape = segment.len() == 36
-        && segment
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| if hyphen(i) { b == b'-' } else { b.is_ascii_hexdigit() });
-    if shape {
+    if segment.len() == 36 && Uuid::try_parse(segment).is_ok() {
         Ok(())
     } else {
         Err(RouteError::BadCollectionId(format!(
@@ -424,5 +421,16 @@ mod tests {
             check("PUT", &format!("{P}/collections/name")),
             Err(RouteError::BadCollectionId(_))
         ));
+    }
+
+    #[test]
+    fn only_the_hyphenated_uuid_form_is_a_collection_id() {
+        assert!(is_collection_id(ID));
+        assert!(is_collection_id(&ID.to_uppercase()));
+        let simple = ID.replace('-', "");
+        for other in [simple, format!("{{{ID}}}"), format!("urn:uuid:{ID}")] {
+            assert!(Uuid::try_parse(&other).is_ok(), "{other}");
+            assert!(!is_collection_id(&other), "{other}");
+        }
     }
 }

@@ -3,8 +3,6 @@
 //! Read-only: these handlers never change health, routing or counters. `/health`, `/status` and
 //! `/metrics` are open (monitoring reads them); what names tenants' data is behind the gate.
 
-use std::fmt::Write;
-
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
@@ -15,6 +13,7 @@ use super::log_reader::LogReader;
 use super::{Cluster, Identities, Worker};
 use crate::actors::router::CountUsable;
 use crate::chroma::routes::classify;
+use crate::stats;
 
 /// Registers the service routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -151,57 +150,12 @@ async fn status(
     })))
 }
 
+/// Every series of [`crate::stats`], with `chroma_ha_instance_up` from the health actors.
 async fn metrics(cluster: web::Data<Cluster>) -> Result<HttpResponse, ApiError> {
     let instances = cluster.snapshots().await?;
-    let stats = cluster.stats.snapshot(&cluster.specs());
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP chroma_ha_{name} {help}\n# TYPE chroma_ha_{name} counter");
-        let _ = writeln!(out, "chroma_ha_{name} {value}");
-    };
-    counter("requests_total", "Proxied requests received.", stats.requests);
-    counter("reads_total", "Requests classified as reads.", stats.reads);
-    counter("writes_total", "Requests classified as writes.", stats.writes);
-    counter("failovers_total", "Requests re-sent to another instance.", stats.failovers);
-    counter("refused_total", "Requests refused by the proxy.", stats.refused);
-    counter(
-        "unavailable_total",
-        "Requests answered 503 for want of a usable instance.",
-        stats.unavailable,
-    );
-    let _ = writeln!(out, "# HELP chroma_ha_instance_up Whether requests may go to the instance.");
-    let _ = writeln!(out, "# TYPE chroma_ha_instance_up gauge");
-    for i in &instances {
-        let _ = writeln!(
-            out,
-            "chroma_ha_instance_up{{instance=\"{}\"}} {}",
-            i.name,
-            u8::from(i.healthy)
-        );
-    }
-    let _ =
-        writeln!(out, "# HELP chroma_ha_instance_requests_total Requests an instance answered.");
-    let _ = writeln!(out, "# TYPE chroma_ha_instance_requests_total counter");
-    for c in &stats.instances {
-        for (kind, value) in [("read", c.reads), ("write", c.writes)] {
-            let _ = writeln!(
-                out,
-                "chroma_ha_instance_requests_total{{instance=\"{}\",kind=\"{kind}\"}} {value}",
-                c.name
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP chroma_ha_instance_failures_total Failed upstream calls to an instance."
-    );
-    let _ = writeln!(out, "# TYPE chroma_ha_instance_failures_total counter");
-    for c in &stats.instances {
-        let _ = writeln!(
-            out,
-            "chroma_ha_instance_failures_total{{instance=\"{}\"}} {}",
-            c.name, c.failures
-        );
-    }
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out))
+    let text = cluster
+        .stats
+        .encode(instances.iter().map(|i| i.healthy))
+        .map_err(|e| ApiError::Internal(format!("encoding metrics failed: {e}")))?;
+    Ok(HttpResponse::Ok().content_type(stats::CONTENT_TYPE).body(text))
 }
