@@ -16,6 +16,8 @@ use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
 use crate::apply::effects::{DISCOVERY_RETRY, DiscoveryBackoff};
+use prometheus_client::metrics::counter::Counter;
+
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::http::gate::{self, Gate};
@@ -90,7 +92,7 @@ fn load_replication_state(
 }
 
 /// The gate with the tokens loaded at startup, re-read on every SIGHUP.
-fn start_gate(config: &Config, tokens: Tokens) -> Gate {
+fn start_gate(config: &Config, tokens: Tokens, denied: Vec<Counter>) -> Gate {
     info!("auth: tokens: {}", gate::describe(&tokens));
     if tokens.is_empty() && !config.listen_addr.ip().is_loopback() {
         warn!(
@@ -98,7 +100,7 @@ fn start_gate(config: &Config, tokens: Tokens) -> Gate {
             config.listen_addr
         );
     }
-    Gate::new(tokens, config.admin_token.as_deref(), config.token_sources())
+    Gate::new(tokens, config.admin_token.as_deref(), config.token_sources(), denied)
 }
 
 /// Re-reads the tokens on every SIGHUP, for as long as the proxy runs.
@@ -172,7 +174,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         protected_collections: config.protected_collections.clone(),
     });
     let log = web::Data::new(LogReader::new(store, replay_counters));
-    let gate = web::Data::new(start_gate(config, tokens));
+    let gate = web::Data::new(start_gate(config, tokens, cluster.stats.denied.clone()));
     let replay = web::Data::new(replay);
     reload_on_sighup(gate.clone());
     let upstream_tls = tls.upstream;

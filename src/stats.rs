@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::auth::DENIAL_REASONS;
 use crate::instance::InstanceSpec;
 
 /// The `Content-Type` of [`Stats::encode`]'s output: the Prometheus text format 0.0.4.
@@ -34,6 +35,8 @@ pub struct Stats {
     pub unavailable: Counter,
     /// Per instance, in configuration order.
     pub instances: Vec<InstanceCounters>,
+    /// Requests refused 401 or 403, per reason, in the order of [`DENIAL_REASONS`].
+    pub denied: Vec<Counter>,
     /// Every series above, under the `chroma_ha_` prefix.
     registry: Registry,
 }
@@ -105,6 +108,16 @@ impl Stats {
             "Failed upstream calls to an instance",
             failures.clone(),
         );
+        let refusals = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "auth_denied",
+            "Requests refused 401 (missing, malformed, unknown token) or 403 (role, tenant, database)",
+            refusals.clone(),
+        );
+        let denied = DENIAL_REASONS
+            .iter()
+            .map(|reason| refusals.get_or_create_owned(&[("reason", reason.to_string())]))
+            .collect();
         let instances = specs
             .iter()
             .map(|spec| {
@@ -118,7 +131,17 @@ impl Stats {
                 }
             })
             .collect();
-        Self { requests, reads, writes, failovers, refused, unavailable, instances, registry }
+        Self {
+            requests,
+            reads,
+            writes,
+            failovers,
+            refused,
+            unavailable,
+            instances,
+            denied,
+            registry,
+        }
     }
 
     /// Reads every counter once.

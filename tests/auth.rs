@@ -148,6 +148,16 @@ fn tokens_decide_who_may_do_what() {
     assert!(denied["missing"].as_u64().unwrap() >= 6, "{denied}");
     assert!(denied["role"].as_u64().unwrap() >= 5, "{denied}");
     assert!(denied["tenant"].as_u64().unwrap() >= 2, "{denied}");
+    let metrics = get(&format!("{url}/metrics")).body;
+    let series = |reason: &str| -> u64 {
+        let name = format!("chroma_ha_auth_denied_total{{reason=\"{reason}\"}} ");
+        let text = metrics.as_str().unwrap();
+        let line = text.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{text}"));
+        line[name.len()..].trim().parse().unwrap()
+    };
+    for reason in ["missing", "role", "tenant"] {
+        assert_eq!(series(reason), denied[reason].as_u64().unwrap(), "{reason}: metrics = status");
+    }
     let log = proxy.log();
     for token in [READ, WRITE, TENANT, ADMIN] {
         assert!(!log.contains(token), "a token reached the log");

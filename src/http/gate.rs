@@ -7,11 +7,11 @@
 //! are counted): a client guessing tokens must not be able to fill the log. ADMIN_TOKEN is kept
 //! only as its SHA-256.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix_web::HttpRequest;
 use log::{error, info};
+use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -19,23 +19,31 @@ use super::error::ApiError;
 use crate::auth::{DENIAL_REASONS, Denied, Role, Token, Tokens, presented};
 use crate::chroma::routes::Route;
 use crate::config::TokenSources;
+use crate::stats::bump;
 
 /// Who may pass, and how many were refused.
 pub struct Gate {
     tokens: RwLock<Arc<Tokens>>,
     admin_digest: Option<[u8; 32]>,
     sources: TokenSources,
-    denied: [AtomicU64; DENIAL_REASONS.len()],
+    /// Refusals per reason, in the order of [`DENIAL_REASONS`] (the counters of `/metrics`).
+    denied: Vec<Counter>,
 }
 
 impl Gate {
-    /// A gate letting in `tokens` (none: open mode) and, on `/admin/*`, `admin_token`.
-    pub fn new(tokens: Tokens, admin_token: Option<&str>, sources: TokenSources) -> Self {
+    /// A gate letting in `tokens` (none: open mode) and, on `/admin/*`, `admin_token`,
+    /// counting refusals in `denied` (one counter per [`DENIAL_REASONS`]).
+    pub fn new(
+        tokens: Tokens,
+        admin_token: Option<&str>,
+        sources: TokenSources,
+        denied: Vec<Counter>,
+    ) -> Self {
         Self {
             tokens: RwLock::new(Arc::new(tokens)),
             admin_digest: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
             sources,
-            denied: Default::default(),
+            denied,
         }
     }
 
@@ -51,8 +59,10 @@ impl Gate {
     /// Counts the refusal and turns it into the client's 401 or 403.
     fn deny(&self, denied: Denied) -> ApiError {
         let reason = denied.reason();
-        if let Some(n) = DENIAL_REASONS.iter().position(|r| *r == reason) {
-            self.denied[n].fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) =
+            DENIAL_REASONS.iter().position(|r| *r == reason).and_then(|n| self.denied.get(n))
+        {
+            bump(counter);
         }
         if denied.is_unauthenticated() {
             ApiError::Unauthorized(denied.to_string())
@@ -115,11 +125,7 @@ impl Gate {
 
     /// Refusals since startup, per reason.
     pub fn denials(&self) -> Vec<(&'static str, u64)> {
-        DENIAL_REASONS
-            .iter()
-            .zip(&self.denied)
-            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
-            .collect()
+        DENIAL_REASONS.iter().zip(&self.denied).map(|(r, n)| (*r, n.get())).collect()
     }
 
     /// `tokens` (with their names) or `open`, for status.
