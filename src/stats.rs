@@ -225,8 +225,13 @@ mod tests {
         bump(&stats.instances[1].reads);
         bump(&stats.instances[0].failures);
         bump(&stats.instances[0].failures);
+        bump(&stats.denied[2]);
         let (series, types) = parse(&stats.encode([true, false]).unwrap());
 
+        let denied = DENIAL_REASONS.iter().map(|reason| {
+            let value = if *reason == DENIAL_REASONS[2] { 1.0 } else { 0.0 };
+            (format!("chroma_ha_auth_denied_total{{reason=\"{reason}\"}}"), value)
+        });
         let expected: BTreeMap<String, f64> = [
             ("chroma_ha_requests_total", 1.0),
             ("chroma_ha_reads_total", 1.0),
@@ -245,12 +250,13 @@ mod tests {
         ]
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
+        .chain(denied)
         .collect();
         assert_eq!(series, expected);
 
         let counters = ["requests", "reads", "writes", "failovers", "refused", "unavailable"]
             .iter()
-            .chain(&["instance_requests", "instance_failures"])
+            .chain(&["instance_requests", "instance_failures", "auth_denied"])
             .map(|name| (format!("chroma_ha_{name}_total"), "counter".to_string()));
         let gauge = ("chroma_ha_instance_up".to_string(), "gauge".to_string());
         assert_eq!(types, counters.chain([gauge]).collect());
