@@ -150,7 +150,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         health: instances.iter().map(|i| i.health.clone()).collect(),
         counters: replay_counters.clone(),
         max_retries: config.max_replay_retries,
-        request_timeout: config.request_timeout,
+        write_timeout: config.write_timeout,
         tls: tls.upstream.clone(),
     };
     let replay = Supervisor::start(move |_| ReplayActor::new(parts));
@@ -160,6 +160,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         progress,
         read_replica_ratio: config.read_replica_ratio,
         request_timeout: config.request_timeout,
+        write_timeout: config.write_timeout,
         started: Instant::now(),
     });
     let ids = web::Data::new(Identities {

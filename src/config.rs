@@ -88,13 +88,24 @@ pub struct Config {
     #[serde(serialize_with = "show::duration")]
     pub check_interval: Duration,
 
-    /// Longest wait for one upstream answer before failing over.
+    /// Longest wait for one upstream answer to a read before trying the next instance (a
+    /// timed-out instance is probed at once, and marked down only if the probe fails).
     ///
     /// 15s by default: a large Chroma query can take seconds; a hung instance costs one request
     /// this long.
     #[arg(long, env, default_value = "15s", value_parser = parse::duration)]
     #[serde(serialize_with = "show::duration")]
     pub request_timeout: Duration,
+
+    /// Longest wait for one instance's answer to a write (or a replayed batch).
+    ///
+    /// 60s by default: indexing a large batch can take Chroma tens of seconds, and a slow
+    /// write is not a dead instance (a hung one is found by its probes within seconds). A write
+    /// that times out is not re-sent elsewhere: its outcome is unknown, and replay applies it
+    /// everywhere in log order.
+    #[arg(long, env, default_value = "60s", value_parser = parse::duration)]
+    #[serde(serialize_with = "show::duration")]
+    pub write_timeout: Duration,
 
     /// Share of reads sent to replicas first, from 0 to 1.
     ///

@@ -48,7 +48,9 @@ pub enum UpstreamError {
     /// Could not connect: the instance is down. Mark it down, try the next one.
     #[error("connection failed: {0}")]
     Connect(String),
-    /// No complete answer in time: the instance hangs. Mark it down, try the next one.
+    /// No complete answer in time: the instance hangs, or is only slow. Probe it now (a
+    /// failed probe marks it down); a read tries the next one, a write does not (it may still
+    /// run there).
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     /// An established connection broke (a crash, or a stale keep-alive). Try the next one and
@@ -75,9 +77,17 @@ impl UpstreamError {
         !matches!(self, Self::Connect(_))
     }
 
-    /// Whether the instance is certainly unusable (as opposed to suspect).
+    /// Whether the instance is certainly unusable (as opposed to suspect: slow is not dead,
+    /// and a probe decides).
     pub fn marks_down(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::Timeout(_))
+        matches!(self, Self::Connect(_))
+    }
+
+    /// Whether the instance may still be executing the request: a write that timed out must
+    /// not be sent to another instance, which would let this one apply it late, over newer
+    /// writes.
+    pub fn may_still_run(&self) -> bool {
+        matches!(self, Self::Timeout(_))
     }
 }
 
@@ -95,13 +105,13 @@ pub struct UpstreamResponse {
 /// The HTTP client of one worker thread (awc clients are not `Send`).
 pub struct Upstream {
     client: awc::Client,
-    timeout: Duration,
 }
 
 impl Upstream {
-    /// A client whose calls each get `timeout` for the whole exchange.
+    /// A client whose own calls (discovery) each get `timeout`; [`Upstream::send`] takes its
+    /// own.
     pub fn new(tls: &UpstreamTls, timeout: Duration) -> Self {
-        Self { client: client(tls, timeout), timeout }
+        Self { client: client(tls, timeout) }
     }
 
     /// The underlying client, for the proxy's own calls (collection discovery).
@@ -109,42 +119,45 @@ impl Upstream {
         &self.client
     }
 
-    /// Sends one request to the instance at `base_url` and reads the whole answer.
+    /// Sends one request to the instance at `base_url` and reads the whole answer, all within
+    /// `timeout`.
     pub async fn send(
         &self,
         base_url: &str,
         method: &Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
-        body: Bytes,
+        (path_and_query, headers, body): (&str, &HeaderMap, Bytes),
+        timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut request =
-            self.client.request(method.clone(), format!("{base_url}{path_and_query}"));
+        let deadline = Instant::now() + timeout;
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{base_url}{path_and_query}"))
+            .timeout(timeout);
         for (name, value) in request_headers(headers) {
             request = request.append_header((name.clone(), value.clone()));
         }
-        let response = request.send_body(body).await.map_err(|e| self.send_error(e))?;
+        let response = request.send_body(body).await.map_err(|e| send_error(e, timeout))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut response = response.timeout(deadline.saturating_duration_since(Instant::now()));
         let body = response.body().limit(MAX_RESPONSE_BYTES).await.map_err(|e| match e {
             PayloadError::Overflow => UpstreamError::TooLarge,
             PayloadError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
-                UpstreamError::Timeout(self.timeout)
+                UpstreamError::Timeout(timeout)
             }
             other => UpstreamError::Broken(format!("reading the answer: {other}")),
         })?;
         Ok(UpstreamResponse { status, headers, body })
     }
+}
 
-    fn send_error(&self, error: SendRequestError) -> UpstreamError {
-        match error {
-            SendRequestError::Connect(e) => UpstreamError::Connect(e.to_string()),
-            SendRequestError::Timeout => UpstreamError::Timeout(self.timeout),
-            SendRequestError::Url(e) => UpstreamError::Request(e.to_string()),
-            SendRequestError::Http(e) => UpstreamError::Request(e.to_string()),
-            other => UpstreamError::Broken(other.to_string()),
-        }
+/// What a failed send means for failover; `timeout` is the one the call had.
+pub fn send_error(error: SendRequestError, timeout: Duration) -> UpstreamError {
+    match error {
+        SendRequestError::Connect(e) => UpstreamError::Connect(e.to_string()),
+        SendRequestError::Timeout => UpstreamError::Timeout(timeout),
+        SendRequestError::Url(e) => UpstreamError::Request(e.to_string()),
+        SendRequestError::Http(e) => UpstreamError::Request(e.to_string()),
+        other => UpstreamError::Broken(other.to_string()),
     }
 }

@@ -44,7 +44,9 @@ pub struct ReportFailure {
     pub reason: String,
 }
 
-/// An established connection broke (possibly a stale keep-alive): probe now rather than guess.
+/// A request to the instance broke off (possibly a stale keep-alive) or got no answer in time
+/// (possibly a slow answer): the instance is suspect, not dead. Probe it now; if that probe
+/// fails, it is marked down at once, without waiting for FALL probes in a row.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct RequestProbe {
@@ -138,6 +140,8 @@ pub struct HealthActor {
     forced: Option<Forced>,
     next_probe: Option<SpawnHandle>,
     probing: bool,
+    /// Why a request made the instance suspect, until the next probe decides.
+    suspect: Option<String>,
 }
 
 impl HealthActor {
@@ -159,6 +163,7 @@ impl HealthActor {
             forced: None,
             next_probe: None,
             probing: false,
+            suspect: None,
         }
     }
 
@@ -218,6 +223,12 @@ impl HealthActor {
         self.last_check = Some(Utc::now());
         match result {
             Ok(()) => {
+                if let Some(why) = self.suspect.take() {
+                    info!(
+                        "instance {} answers its probe: still usable after {why}",
+                        self.spec.name
+                    );
+                }
                 self.failures = 0;
                 self.successes += 1;
                 self.last_error = None;
@@ -228,7 +239,9 @@ impl HealthActor {
             Err(reason) => {
                 self.successes = 0;
                 self.failures += 1;
-                if self.probed_up && self.failures >= FALL {
+                if let Some(why) = self.suspect.take().filter(|_| self.probed_up) {
+                    self.mark_down(&format!("{why}, then its probe failed: {reason}"));
+                } else if self.probed_up && self.failures >= FALL {
                     self.mark_down(&format!(
                         "{} probes in a row failed, last: {reason}",
                         self.failures
@@ -291,6 +304,7 @@ impl Supervised for HealthActor {
         self.forced = None;
         self.next_probe = None;
         self.probing = false;
+        self.suspect = None;
         self.successes = 0;
         self.failures = 0;
     }
@@ -318,6 +332,7 @@ impl Handler<RequestProbe> for HealthActor {
 
     fn handle(&mut self, msg: RequestProbe, ctx: &mut Context<Self>) {
         info!("probing instance {} now: {}", self.spec.name, msg.reason);
+        self.suspect = Some(msg.reason);
         self.schedule_probe(ctx, Duration::ZERO);
     }
 }
@@ -431,6 +446,25 @@ mod tests {
     fn slow_settings() -> ProbeSettings {
         let hour = Duration::from_secs(3600);
         ProbeSettings { interval: hour, fast_interval: hour, timeout: Duration::from_millis(200) }
+    }
+
+    /// Slow is not dead: a request that timed out only makes the instance suspect, and the probe
+    /// it triggers decides; here the probe fails, so it is down at once (not after FALL probes).
+    #[actix::test]
+    async fn a_suspect_instance_is_down_only_when_its_probe_fails() {
+        let health = HealthActor::new(spec(), slow_settings(), &UpstreamTls::default()).start();
+        let snap = health.send(GetHealth).await.unwrap().unwrap();
+        assert!(snap.healthy, "one failed background probe is not FALL");
+        health.send(RequestProbe { reason: "POST /x: no answer within 1s".into() }).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let snap = health.send(GetHealth).await.unwrap().unwrap();
+            if !snap.healthy {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the failed probe did not mark it down");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[actix::test]

@@ -20,7 +20,7 @@ use actix_web::web::Bytes;
 use log::{error, info, warn};
 use serde_json::{Map, Value};
 
-use super::health::{HealthActor, HealthUpdate, ReportFailure, Subscribe};
+use super::health::{HealthActor, HealthUpdate, ReportFailure, RequestProbe, Subscribe};
 use super::mapping::MappingCacheActor;
 use crate::apply::effects::{DiscoveryError, discover, record_changes};
 use crate::apply::translate::{PresenceCheck, identity_changes, known_by_name, prepare};
@@ -30,9 +30,10 @@ use crate::instance::{InstanceId, InstanceName, InstanceSpec};
 use crate::policy::{self, Claim, Scope};
 use crate::progress::Progress;
 use crate::tls::UpstreamTls;
-use crate::upstream;
+use crate::upstream::{self, UpstreamError};
 use crate::wal::models::{EntryRow, EntryState, PendingEntry, Seq};
 use crate::wal::store::{WalError, WalStore};
+use awc::error::PayloadError;
 
 /// Entries read from the log per round.
 const WINDOW: i64 = 2_000;
@@ -44,6 +45,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How soon to look again when the next entry is still in flight.
 const IN_FLIGHT_PAUSE: Duration = Duration::from_millis(20);
+/// Pause before a batch that got no answer in time is sent again: the probe decides meanwhile
+/// whether the instance is down, and a slow one gets room to finish.
+const SLOW_PAUSE: Duration = Duration::from_secs(1);
 /// Least time between the starts of two runs of a lane. Writes logged meanwhile are applied
 /// together, merged into one request: a single-record add costs Chroma about as much CPU as a
 /// batch of ten, so under steady writes this spares the instances most of replication's work,
@@ -98,7 +102,8 @@ pub struct ReplayParts {
     pub health: Vec<Addr<HealthActor>>,
     pub counters: Arc<ReplayCounters>,
     pub max_retries: i32,
-    pub request_timeout: Duration,
+    /// Longest wait for an instance's answer to a replayed batch (WRITE_TIMEOUT).
+    pub write_timeout: Duration,
     pub tls: UpstreamTls,
 }
 
@@ -137,7 +142,7 @@ impl ReplayActor {
     /// A replayer for every instance of `parts.specs`.
     pub fn new(parts: ReplayParts) -> Self {
         let lanes = parts.specs.iter().map(|_| Lane { usable: true, ..Lane::default() }).collect();
-        let client = upstream::client(&parts.tls, parts.request_timeout);
+        let client = upstream::client(&parts.tls, parts.write_timeout);
         Self { parts: Arc::new(parts), lanes, client }
     }
 
@@ -309,6 +314,9 @@ struct Batch<'a> {
 enum Refusal {
     /// The instance could not be reached.
     Down(String),
+    /// The instance did not answer in time: it may be only slow (probed, not marked down), and
+    /// may still apply the batch, which is sent again after a pause (replay is at least once).
+    Slow(String),
     /// The instance (or the proxy) refused it.
     Rejected(String),
     /// The instance applied it, but the log could not record what that implies (a mapping):
@@ -476,6 +484,15 @@ impl LaneRun {
                 warn!("replay to {} stopped: {reason}", self.name());
                 Step::Stop(LaneEnd::Down)
             }
+            Err(Refusal::Slow(reason)) => {
+                let health = &self.parts.health[self.instance.0];
+                health.do_send(RequestProbe { reason: format!("replay: {reason}") });
+                warn!(
+                    "replay to {}: {reason}; probing it, sent again in {SLOW_PAUSE:?}",
+                    self.name()
+                );
+                Step::Stop(LaneEnd::Backoff(SLOW_PAUSE))
+            }
             Err(Refusal::Store(e)) => {
                 Step::Stop(self.store_trouble(
                     "replay applied an entry but could not record what it implies",
@@ -561,10 +578,21 @@ impl LaneRun {
             .insert_header(("content-type", "application/json"))
             .send_body(body)
             .await;
-        let mut response = sent.map_err(|e| Refusal::Down(e.to_string()))?;
+        let timeout = self.parts.write_timeout;
+        let failed = |e: UpstreamError| match e {
+            UpstreamError::Timeout(_) => Refusal::Slow(e.to_string()),
+            e => Refusal::Down(e.to_string()),
+        };
+        let mut response = sent.map_err(|e| failed(upstream::send_error(e, timeout)))?;
         let status = response.status();
-        let answer =
-            response.body().limit(crate::upstream::MAX_RESPONSE_BYTES).await.unwrap_or_default();
+        let answer = response.body().limit(upstream::MAX_RESPONSE_BYTES).await.map_err(|e| {
+            failed(match e {
+                PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    UpstreamError::Timeout(timeout)
+                }
+                e => UpstreamError::Broken(format!("reading the answer: {e}")),
+            })
+        })?;
         Ok((status, answer))
     }
 

@@ -5,6 +5,8 @@
 //! Never picks candidates itself (the router does), never logs a request body, and never sends
 //! a write twice to one instance.
 
+use std::time::Duration;
+
 use actix_web::HttpRequest;
 use actix_web::web::Bytes;
 use log::warn;
@@ -65,6 +67,11 @@ pub async fn execute(
         let name = &instance.spec.name;
         let next = candidates.get(n + 1).map(|next| &cluster.instances[next.0].spec.name);
         let timeout = cluster.request_timeout;
+        // Slow is not dead: a write gets WRITE_TIMEOUT, a read REQUEST_TIMEOUT.
+        let answer_within = match access {
+            Access::Read => cluster.request_timeout,
+            Access::Write => cluster.write_timeout,
+        };
         if !cluster.progress.wait_current(*id, wait_for, timeout).await {
             warn!(
                 "{method} {path}: {name} has not caught up within {timeout:?}; trying the next one"
@@ -79,7 +86,8 @@ pub async fn execute(
                 continue;
             }
         };
-        let sent = send_prepared(worker, &instance.spec.url, method, req, prepared);
+        let sent =
+            send_prepared(worker, &instance.spec.url, (method, req), prepared, answer_within);
         match sent.await {
             Ok(answer)
                 if answer.status.is_server_error() && !retried_server_error && next.is_some() =>
@@ -110,6 +118,16 @@ pub async fn execute(
                 } else {
                     instance.health.do_send(RequestProbe { reason });
                 }
+                if access == Access::Write && e.may_still_run() {
+                    // Sent elsewhere, it could be applied late here, over newer writes: its
+                    // outcome is unknown, and replay applies it everywhere in log order.
+                    warn!("{method} {path}: {name}: {e}; not re-sent, the outcome is unknown");
+                    failures.push(format!("{name}: {e}"));
+                    return Execution::Unreachable {
+                        detail: failures.join("; "),
+                        may_have_arrived,
+                    };
+                }
                 if let Some(next) = next {
                     bump(&stats.failovers);
                     warn!("failover: {method} {path}: {name}: {e}; re-sending to {next}");
@@ -133,15 +151,23 @@ pub async fn execute(
 async fn send_prepared(
     worker: &Worker,
     url: &str,
-    method: &actix_web::http::Method,
-    req: &HttpRequest,
+    (method, req): (&actix_web::http::Method, &HttpRequest),
     prepared: Prepared,
+    timeout: Duration,
 ) -> Result<UpstreamResponse, UpstreamError> {
     let mut body = prepared.body;
     if let Some(check) = prepared.presence {
         let post = actix_web::http::Method::POST;
-        let get = worker.upstream.send(url, &post, &check.get_path, req.headers(), check.get_body);
-        let answer = get.await?;
+        let get = (check.get_path.as_str(), req.headers(), check.get_body);
+        let answer = match worker.upstream.send(url, &post, get, timeout).await {
+            // The update itself was not sent: another instance may take it.
+            Err(UpstreamError::Timeout(after)) => {
+                return Err(UpstreamError::Broken(format!(
+                    "the update's id check got no answer within {after:?}; the update was not sent"
+                )));
+            }
+            answer => answer?,
+        };
         if !answer.status.is_success() {
             // The update would be refused the same way (its collection is gone, say).
             return Ok(answer);
@@ -165,5 +191,5 @@ async fn send_prepared(
             }
         }
     }
-    worker.upstream.send(url, method, &prepared.path, req.headers(), body).await
+    worker.upstream.send(url, method, (&prepared.path, req.headers(), body), timeout).await
 }

@@ -57,8 +57,10 @@ pub struct Cluster {
     pub progress: Arc<Progress>,
     /// Share of reads sent to replicas, for the routers.
     pub read_replica_ratio: f64,
-    /// Longest wait for one upstream answer, or for a target to catch up.
+    /// Longest wait for one upstream answer to a read, or for a target to catch up.
     pub request_timeout: Duration,
+    /// Longest wait for one upstream answer to a write.
+    pub write_timeout: Duration,
     /// When the proxy started.
     pub started: Instant,
 }

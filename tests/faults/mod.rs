@@ -82,7 +82,12 @@ impl Cluster {
         let proxy = Proxy::start(
             &primary,
             &[&replica],
-            &[("DATABASE_URL", &db), ("CHECK_INTERVAL", "500ms"), ("REQUEST_TIMEOUT", "3")],
+            &[
+                ("DATABASE_URL", &db),
+                ("CHECK_INTERVAL", "500ms"),
+                ("REQUEST_TIMEOUT", "3"),
+                ("WRITE_TIMEOUT", "3"),
+            ],
         );
         Self { primary, replica, postgres, proxy }
     }
