@@ -6,11 +6,12 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Chroma, Proxy, get, node, python, python_result, try_request, wait_until};
+use tempfile::TempDir;
 
 const READ: &str = "read-token-0123456789abcdef";
 const WRITE: &str = "write-token-0123456789abcdef";
@@ -45,6 +46,21 @@ fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> su
     try_request(method, url, &headers, body.as_deref()).unwrap()
 }
 
+/// A proxy in front of `primary` and `replicas` reading its tokens from a file, with every token
+/// of [`all_tokens`]; the file's directory lives as long as the proxy.
+fn proxy_with_tokens(
+    primary: &Chroma,
+    replicas: &[&Chroma],
+    settings: &[(&str, &str)],
+) -> (Proxy, PathBuf, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    write_tokens(&tokens, &all_tokens());
+    let mut env = vec![("AUTH_TOKENS_FILE", tokens.to_str().unwrap())];
+    env.extend_from_slice(settings);
+    (Proxy::start(primary, replicas, &env), tokens, dir)
+}
+
 fn head_seq(proxy: &Proxy) -> i64 {
     proxy.status()["write_ahead_log"]["head_seq"].as_i64().unwrap()
 }
@@ -53,14 +69,7 @@ fn head_seq(proxy: &Proxy) -> i64 {
 fn tokens_decide_who_may_do_what() {
     let primary = Chroma::start("primary");
     let replica = Chroma::start("replica");
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    write_tokens(&tokens, &all_tokens());
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica],
-        &[("AUTH_TOKENS_FILE", tokens.to_str().unwrap()), ("READ_REPLICA_RATIO", "0")],
-    );
+    let (proxy, _, _dir) = proxy_with_tokens(&primary, &[&replica], &[("READ_REPLICA_RATIO", "0")]);
     let url = proxy.url();
     let log = proxy.log();
     assert!(log.contains("auth: tokens: 4 (reader, writer, acme, root)"), "{log}");
@@ -171,10 +180,7 @@ type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String);
 #[test]
 fn malformed_credentials_are_refused() {
     let primary = Chroma::start("primary");
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    write_tokens(&tokens, &all_tokens());
-    let proxy = Proxy::start(&primary, &[], &[("AUTH_TOKENS_FILE", tokens.to_str().unwrap())]);
+    let (proxy, _, _dir) = proxy_with_tokens(&primary, &[], &[]);
     let heartbeat = format!("{}/api/v2/heartbeat", proxy.url());
     let bearer = format!("Bearer {READ}");
     let cases: Vec<Case> = vec![
@@ -220,10 +226,7 @@ fn malformed_credentials_are_refused() {
 #[test]
 fn a_reloaded_token_file_takes_effect_without_a_restart() {
     let primary = Chroma::start("primary");
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    write_tokens(&tokens, &all_tokens());
-    let proxy = Proxy::start(&primary, &[], &[("AUTH_TOKENS_FILE", tokens.to_str().unwrap())]);
+    let (proxy, tokens, _dir) = proxy_with_tokens(&primary, &[], &[]);
     let heartbeat = format!("{}/api/v2/heartbeat", proxy.url());
     assert_eq!(call("GET", &heartbeat, Some(READ), None).status, 200);
     assert_eq!(call("GET", &heartbeat, Some(NEW), None).status, 401);

@@ -27,17 +27,20 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `scripts/{script}`, which installs something once and prints its path.
+fn installed(script: &str) -> PathBuf {
+    let out = Command::new(repo_root().join("scripts").join(script))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(out.status.success(), "scripts/{script} failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// The Python venv with chromadb, created on first use by `scripts/setup-venv.sh`.
 pub fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/setup-venv.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/setup-venv.sh");
-        assert!(out.status.success(), "scripts/setup-venv.sh failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    VENV.get_or_init(|| installed("setup-venv.sh"))
 }
 
 /// A loopback port that was free a moment ago.
@@ -401,14 +404,7 @@ impl Drop for Proxy {
 /// The official JS client's `node_modules`, installed on first use by `scripts/setup-js.sh`.
 pub fn js_modules() -> &'static Path {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
-    MODULES.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/setup-js.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/setup-js.sh");
-        assert!(out.status.success(), "scripts/setup-js.sh failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    MODULES.get_or_init(|| installed("setup-js.sh"))
 }
 
 /// Runs `tests/js/{script}` with Node and the official JS client.
