@@ -139,3 +139,39 @@ fn tls_settings_that_cannot_work_exit_2_naming_them() {
         assert!(secret.iter().all(|line| !stderr.contains(line)), "the key leaked: {stderr}");
     }
 }
+
+/// Open mode on a non-loopback address is said once at startup; on loopback it is not.
+#[test]
+fn open_mode_on_a_public_address_is_warned_about() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let started = |listen: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
+            .env_clear()
+            .env("PRIMARY_URL", "http://127.0.0.1:1")
+            .env("LISTEN_ADDR", listen)
+            .current_dir(dir.path())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let done = line.contains("listening on");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        lines.join("\n")
+    };
+    let public = started("0.0.0.0:0");
+    let warnings = public.lines().filter(|l| l.contains("no tokens are declared")).count();
+    assert_eq!(warnings, 1, "{public}");
+    assert!(public.contains("may read, write and reset every tenant"), "{public}");
+    let local = started("127.0.0.1:0");
+    assert!(!local.contains("no tokens are declared"), "{local}");
+}
