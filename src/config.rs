@@ -32,6 +32,7 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
 use crate::auth::Tokens;
+use crate::check::CheckArgs;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 
 /// Validated configuration of one proxy process: every setting, each declared once here.
@@ -211,10 +212,12 @@ pub struct Cli {
 }
 
 /// `chroma-ha` subcommands.
-#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Apply the WAL migrations to DATABASE_URL and exit.
     Migrate,
+    /// Check a running proxy as a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(CheckArgs),
 }
 
 impl Cli {
@@ -631,7 +634,7 @@ impl fmt::Display for Config {
 
 /// Parsers from text, one per kind of value; an error says what is wrong in one line, and the
 /// caller adds which setting it was.
-mod parse {
+pub(crate) mod parse {
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -664,14 +667,22 @@ mod parse {
     /// A positive duration: seconds as a plain number (`2`, `0.5`, as the seed deployment wrote
     /// them), or humantime's forms (`500ms`, `2s`, `1m`, `24h`, `7d`, `1h 30m`).
     pub fn duration(text: &str) -> Result<Duration, String> {
+        duration_or_zero(text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+            format!(
+                "`{}` is not a positive duration (seconds, or 500ms, 2s, 1m, 24h, 7d)",
+                text.trim()
+            )
+        })
+    }
+
+    /// A duration that may be zero: seconds as a plain number, or humantime's forms.
+    pub fn duration_or_zero(text: &str) -> Result<Duration, String> {
         let text = text.trim();
         let parsed = match text.parse::<f64>() {
             Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
             Err(_) => humantime::parse_duration(text).ok(),
         };
-        parsed.filter(|d| !d.is_zero()).ok_or_else(|| {
-            format!("`{text}` is not a positive duration (seconds, or 500ms, 2s, 1m, 24h, 7d)")
-        })
+        parsed.ok_or_else(|| format!("`{text}` is not a duration (seconds, or 500ms, 2s, 1m, 24h)"))
     }
 
     /// A number from 0 to 1.

@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]: flags, env vars and TOML file, validated into one `Config`.
+//! - [`check`]: `chroma-ha check`, the monitoring plugin.
 //! - [`app`]: the composition root: opens the WAL, starts the actors, binds the server.
 //! - [`auth`]: tokens, roles, and what each may do (DESIGN 14).
 //! - [`instance`]: typed instance ids, names and roles.
@@ -37,6 +38,7 @@ pub mod actors;
 pub mod app;
 pub mod apply;
 pub mod auth;
+pub mod check;
 pub mod chroma;
 pub mod config;
 pub mod http;

@@ -9,6 +9,10 @@ use log::{error, info};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Check(args)) = &cli.command {
+        // A client of a running proxy: none of the proxy's own settings apply.
+        return chroma_ha::check::run(args);
+    }
     let raw = match RawSettings::load(&cli) {
         Ok(raw) => raw,
         Err(errors) => return config_errors(errors),
