@@ -94,7 +94,7 @@ pub async fn execute(
             {
                 retried_server_error = true;
                 bump(&counters.failures);
-                bump(&stats.failovers);
+                bump(&counters.failovers);
                 let next = next.map_or("", |n| n.as_str());
                 warn!(
                     "failover: {method} {path}: {name} answered {}; re-sending to {next}",
@@ -129,7 +129,7 @@ pub async fn execute(
                     };
                 }
                 if let Some(next) = next {
-                    bump(&stats.failovers);
+                    bump(&counters.failovers);
                     warn!("failover: {method} {path}: {name}: {e}; re-sending to {next}");
                 }
                 failures.push(format!("{name}: {e}"));

@@ -4,8 +4,10 @@
 //! Never forwards a request the route table refuses, never forwards more than the headers Chroma
 //! needs, and never answers a client with a connection error while a usable instance is left.
 
+use std::time::Instant;
+
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use log::warn;
 use serde_json::json;
 
@@ -20,13 +22,39 @@ use crate::identity::Translation;
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
-use crate::stats::bump;
+use crate::stats::{RequestKind, bump};
 
 /// Chroma's own request size limit.
 pub const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
 
-/// Proxies one request to the first instance that answers it.
+/// Proxies one request to the first instance that answers it, counted by kind and status code
+/// with its duration.
 pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    gate: web::Data<Gate>,
+    cluster: web::Data<Cluster>,
+    ids: web::Data<Identities>,
+    writes: web::Data<WritePath>,
+    worker: web::Data<Worker>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let kind = match classify(req.method(), req.path()) {
+        Ok(route) if Access::of(route.op) == Access::Read => RequestKind::Read,
+        Ok(_) => RequestKind::Write,
+        Err(_) => RequestKind::Unknown,
+    };
+    let counted = cluster.clone();
+    let answer = serve(req, payload, gate, cluster, ids, writes, worker).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(e) => e.status_code(),
+    };
+    counted.stats.answered(kind, status, started.elapsed());
+    answer
+}
+
+async fn serve(
     req: HttpRequest,
     payload: web::Payload,
     gate: web::Data<Gate>,

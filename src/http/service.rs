@@ -11,9 +11,11 @@ use super::error::ApiError;
 use super::gate::Gate;
 use super::log_reader::LogReader;
 use super::{Cluster, Identities, Worker};
+use crate::actors::health::HealthSnapshot;
 use crate::actors::router::CountUsable;
 use crate::chroma::routes::classify;
-use crate::stats;
+use crate::stats::{self, InstanceSample, WalSample};
+use crate::wal::store::{Backlog, WalStatus};
 
 /// Registers the service routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -106,27 +108,58 @@ async fn health(
     })
 }
 
+/// Health, replication progress and the log, read once for `/status` or `/metrics`.
+struct Observed {
+    snapshots: Vec<HealthSnapshot>,
+    /// The log's block, or why the store could not be read (the page stays up and says so).
+    wal: Result<WalStatus, ApiError>,
+    backlogs: Vec<Backlog>,
+    /// Entries each instance owes, in configuration order.
+    owed: Vec<i64>,
+}
+
+impl Observed {
+    async fn read(cluster: &Cluster, log: &LogReader) -> Result<Self, ApiError> {
+        let snapshots = cluster.snapshots().await?;
+        let (wal, backlogs) = match log.status().await {
+            Ok((status, backlogs)) => (Ok(status), backlogs),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        Ok(Self { snapshots, wal, backlogs, owed: cluster.progress.backlogs() })
+    }
+
+    /// Each instance: its health, its state (a usable instance that owes entries is
+    /// `catching_up`), what it owes and its backlog row.
+    fn instances(
+        &self,
+    ) -> impl Iterator<Item = (&HealthSnapshot, &'static str, i64, Option<&Backlog>)> {
+        self.snapshots.iter().zip(&self.owed).map(|(snapshot, owed)| {
+            let state = if snapshot.healthy && snapshot.state == "healthy" && *owed > 0 {
+                "catching_up"
+            } else {
+                snapshot.state
+            };
+            let backlog = self.backlogs.iter().find(|b| b.instance == snapshot.name);
+            (snapshot, state, *owed, backlog)
+        })
+    }
+}
+
 async fn status(
     gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     log: web::Data<LogReader>,
 ) -> Result<HttpResponse, ApiError> {
-    let snapshots = cluster.snapshots().await?;
-    // The status page stays up while the WAL store is down, and says why.
-    let (wal, backlogs) = match log.status().await {
-        Ok((status, backlogs)) => (serde_json::to_value(status).unwrap_or_default(), backlogs),
-        Err(e) => (json!({"backend": log.backend(), "error": e.to_string()}), Vec::new()),
+    let observed = Observed::read(&cluster, &log).await?;
+    let wal = match &observed.wal {
+        Ok(status) => serde_json::to_value(status).unwrap_or_default(),
+        Err(e) => json!({"backend": log.backend(), "error": e.to_string()}),
     };
-    let owed = cluster.progress.backlogs();
-    let instances: Vec<Value> = snapshots
-        .iter()
-        .zip(owed)
-        .map(|(snapshot, owed)| {
+    let instances: Vec<Value> = observed
+        .instances()
+        .map(|(snapshot, state, owed, backlog)| {
             let mut entry = serde_json::to_value(snapshot).unwrap_or_default();
-            let backlog = backlogs.iter().find(|b| b.instance == snapshot.name);
-            if snapshot.healthy && snapshot.state == "healthy" && owed > 0 {
-                entry["state"] = json!("catching_up");
-            }
+            entry["state"] = json!(state);
             entry["applied_seq"] = json!(backlog.map(|b| b.applied_seq));
             entry["replication_lag"] = json!({
                 "entries": owed,
@@ -139,7 +172,7 @@ async fn status(
         "service": "chroma-ha",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": cluster.started.elapsed().as_secs(),
-        "healthy_instances": snapshots.iter().filter(|i| i.healthy).count(),
+        "healthy_instances": observed.snapshots.iter().filter(|i| i.healthy).count(),
         "instances": instances,
         "write_ahead_log": wal,
         "stats": cluster.stats.snapshot(&cluster.specs()),
@@ -150,12 +183,29 @@ async fn status(
     })))
 }
 
-/// Every series of [`crate::stats`], with `chroma_ha_instance_up` from the health actors.
-async fn metrics(cluster: web::Data<Cluster>) -> Result<HttpResponse, ApiError> {
-    let instances = cluster.snapshots().await?;
+/// Every series of [`crate::stats`], its gauges sampled from the same figures as `/status`.
+async fn metrics(
+    cluster: web::Data<Cluster>,
+    log: web::Data<LogReader>,
+) -> Result<HttpResponse, ApiError> {
+    let observed = Observed::read(&cluster, &log).await?;
+    let instances: Vec<InstanceSample> = observed
+        .instances()
+        .map(|(snapshot, state, owed, backlog)| InstanceSample {
+            up: snapshot.healthy,
+            state,
+            lag_entries: owed,
+            lag_seconds: backlog.and_then(|b| b.oldest_seconds).unwrap_or(0.0),
+        })
+        .collect();
+    let wal = observed.wal.as_ref().ok().map(|w| WalSample {
+        pending_writes: w.pending_writes,
+        failed_replays: w.failed_replays,
+        oldest_pending_seconds: w.oldest_pending.unwrap_or(0.0),
+    });
     let text = cluster
         .stats
-        .encode(instances.iter().map(|i| i.healthy))
+        .encode(&instances, wal.as_ref())
         .map_err(|e| ApiError::Internal(format!("encoding metrics failed: {e}")))?;
     Ok(HttpResponse::Ok().content_type(stats::CONTENT_TYPE).body(text))
 }

@@ -4,6 +4,8 @@
 //! Never sends a write to an instance before `Append` has answered that it is durable; a write
 //! the WAL cannot take is refused with 503 and executed nowhere.
 
+use std::time::Instant;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web::Bytes;
@@ -86,10 +88,10 @@ pub async fn write(
         scope: scope.clone(),
     };
     let txn_id = record.txn_id.clone();
-    let appended = writes
-        .wal
-        .send(Append(record.clone()))
-        .await
+    let appending = Instant::now();
+    let appended = writes.wal.send(Append(record.clone())).await;
+    cluster.stats.wal_append.observe(appending.elapsed().as_secs_f64());
+    let appended = appended
         .map_err(|e| WalError::Unavailable(format!("the WAL writer did not answer: {e}")))
         .and_then(|appended| appended)
         .map_err(ApiError::NotLogged)?;
