@@ -165,6 +165,15 @@ impl MappingTable {
         })
     }
 
+    /// Tenant, database and name of canonical collection `id` (its name on the first instance
+    /// that has it).
+    pub fn describe(&self, id: &str) -> Option<(String, String, String)> {
+        self.read(|m| {
+            let c = m.by_canonical.get(&CanonicalId(id.to_string()))?;
+            Some((c.tenant.clone(), c.database.clone(), c.name().to_string()))
+        })
+    }
+
     /// Canonical ids of the collections of one database.
     pub fn in_database(&self, tenant: &str, database: &str) -> Vec<CanonicalId> {
         self.read(|m| {

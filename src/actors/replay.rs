@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use super::health::{HealthActor, HealthUpdate, ReportFailure, RequestProbe, Subscribe};
 use super::mapping::MappingCacheActor;
-use crate::apply::effects::{DiscoveryError, discover, record_changes};
+use crate::apply::effects::{DiscoveryError, discover, locate, record_changes};
 use crate::apply::translate::{PresenceCheck, identity_changes, known_by_name, prepare};
 use crate::chroma::routes::{Operation, Route, classify};
 use crate::identity::{MappingTable, Translation};
@@ -617,6 +617,22 @@ impl LaneRun {
                 // An instance could not be asked: not this entry's fault.
                 Err(DiscoveryError::Instance(e)) => {
                     return Err(Refusal::Down(format!("mapping collection {id}: {e}")));
+                }
+                Err(DiscoveryError::Store(e)) => return Err(Refusal::Store(e)),
+            }
+        }
+        if let Some(id) = route.collection_id()
+            && table.to_instance(id, self.instance) == Translation::Missing
+        {
+            let (parts, spec) = (&self.parts, &self.parts.specs[self.instance.0]);
+            match locate(&self.client, spec, table, id, &parts.mapping).await {
+                Ok(true) => {
+                    info!("{}: collection {id} found by its name; its id is mapped", self.name())
+                }
+                // Not there: the entry is refused below, as before.
+                Ok(false) => {}
+                Err(DiscoveryError::Instance(e)) => {
+                    return Err(Refusal::Down(format!("looking up collection {id}: {e}")));
                 }
                 Err(DiscoveryError::Store(e)) => return Err(Refusal::Store(e)),
             }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::actors::mapping::{MappingCacheActor, Persist};
 use crate::chroma::routes::Route;
-use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
+use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, MappingTable, Placement};
 use crate::instance::InstanceSpec;
 use crate::wal::store::WalError;
 
@@ -64,6 +64,49 @@ pub async fn record_changes(
     Ok(())
 }
 
+/// The collection object at `url`, `None` on 404; anything else is an error, never "missing".
+async fn fetch(client: &awc::Client, url: String) -> Result<Option<Value>, DiscoveryError> {
+    let failed = |e: String| DiscoveryError::Instance(format!("GET {url}: {e}"));
+    let mut response = client.get(&url).send().await.map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    if status == actix_web::http::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(failed(format!("answered {status}")));
+    }
+    response.json::<Value>().await.map(Some).map_err(|e| failed(e.to_string()))
+}
+
+/// Finds canonical collection `canonical` on one instance the table says lacks it, by its name,
+/// and records its id there; answers whether it was found. Replay asks this before refusing an
+/// entry for a collection "not on this instance": the instance has applied every entry before
+/// it, so a collection of that name there is that collection, and its mapping was lost (its
+/// create ran, but the store was down when its id was to be recorded: fault schedule seed 5).
+pub async fn locate(
+    client: &awc::Client,
+    spec: &InstanceSpec,
+    table: &MappingTable,
+    canonical: &str,
+    mapping: &Addr<MappingCacheActor>,
+) -> Result<bool, DiscoveryError> {
+    let Some((tenant, database, name)) = table.describe(canonical) else { return Ok(false) };
+    let url =
+        format!("{}/api/v2/tenants/{tenant}/databases/{database}/collections/{name}", spec.url);
+    let Some(found) = fetch(client, url).await? else { return Ok(false) };
+    let Some(local) = found["id"].as_str() else { return Ok(false) };
+    let change = IdentityChange::Placed(Placement {
+        canonical: CanonicalId(canonical.to_string()),
+        tenant,
+        database,
+        name,
+        instance: spec.id,
+        local: InstanceCollectionId(local.to_string()),
+    });
+    record_changes(vec![change], mapping).await?;
+    Ok(true)
+}
+
 /// Why a collection could not be mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -92,18 +135,7 @@ pub async fn discover(
         return Err(DiscoveryError::Instance("no database in the path".into()));
     };
     let base = format!("/api/v2/tenants/{tenant}/databases/{database}/collections");
-    let get = |url: String| async move {
-        let failed = |e: String| DiscoveryError::Instance(format!("GET {url}: {e}"));
-        let mut response = client.get(&url).send().await.map_err(|e| failed(e.to_string()))?;
-        let status = response.status();
-        if status == actix_web::http::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(failed(format!("answered {status}")));
-        }
-        response.json::<Value>().await.map(Some).map_err(|e| failed(e.to_string()))
-    };
+    let get = |url: String| fetch(client, url);
     let mut known = None;
     for spec in specs {
         if let Some(c) = get(format!("{}{base}/by-id/{id}", spec.url)).await? {

@@ -184,7 +184,26 @@ pub fn run(seed: u64, resets: bool) -> Report {
     }
     if !report.clean() {
         let saved = std::env::temp_dir().join(format!("chroma-ha-faults-seed-{seed}.log"));
-        let _ = std::fs::write(&saved, cluster.proxy.log());
+        // The proxy's log, then the log of writes as the WAL holds it: what each entry was, how
+        // it ended, and where it was applied.
+        let entries = cluster.postgres.query(
+            "SELECT e.seq, e.kind, e.state, e.status, e.path, e.idempotency_key, \
+             string_agg(a.instance || '=' || a.state, ',' ORDER BY a.instance) \
+             FROM wal_entries e LEFT JOIN wal_applied a ON a.seq = e.seq \
+             GROUP BY e.seq ORDER BY e.seq",
+        );
+        let mappings = cluster.postgres.query(
+            "SELECT canonical_id, instance, instance_id, name FROM collection_map ORDER BY name",
+        );
+        let _ = std::fs::write(
+            &saved,
+            format!(
+                "{}\n--- WAL entries (seq|kind|state|status|path|key|applied)\n{}\n--- collection_map\n{}\n",
+                cluster.proxy.log(),
+                entries.join("\n"),
+                mappings.join("\n")
+            ),
+        );
         let kind = if resets { " (with resets)" } else { "" };
         eprintln!("{schedule}{kind}\n{}\nproxy log: {}", report.problems(), saved.display());
     }

@@ -638,12 +638,13 @@ impl WalBackend {
         }
     }
 
-    /// Runs SQL against the WAL store, straight, and returns rows as `|`-separated text.
+    /// Runs SQL against the WAL store, straight (committed), and returns rows as `|`-separated
+    /// text.
     pub fn query(&self, sql: &str) -> Vec<String> {
         match self {
             Self::Postgres(pg) => pg.query(sql),
             Self::Sqlite(_) => {
-                let script = "import sqlite3, sys\nfor row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print('|'.join('' if v is None else str(v) for v in row))";
+                let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nrows = list(c.execute(sys.argv[2]))\nc.commit()\nfor row in rows:\n    print('|'.join('' if v is None else str(v) for v in row))";
                 let out = Command::new(venv().join("bin/python"))
                     .args(["-c", script, &self.database_url(), sql])
                     .output()
