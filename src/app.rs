@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::events::Events;
 use crate::http::gate::{self, Gate};
 use crate::http::log_reader::LogReader;
 use crate::http::{self, Cluster, Identities, InstanceHandle, Worker, WritePath};
@@ -131,12 +132,16 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         Supervisor::start(move |_| MappingCacheActor::new(mapping_store, mapping_table, names));
     let settings = ProbeSettings::from_interval(config.check_interval);
     let stats = Stats::new(&specs);
+    let events = Arc::new(Events::default());
     let instances: Vec<InstanceHandle> = specs
         .iter()
         .map(|spec| {
             let judged = spec.clone();
             let tls = tls.upstream.clone();
-            let health = Supervisor::start(move |_| HealthActor::new(judged, settings, &tls));
+            let events = events.clone();
+            let health = Supervisor::start(move |_| {
+                HealthActor::new(judged, settings, &tls, events.clone())
+            });
             InstanceHandle { spec: spec.clone(), health }
         })
         .collect();
@@ -162,6 +167,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         request_timeout: config.request_timeout,
         write_timeout: config.write_timeout,
         started: Instant::now(),
+        events,
     });
     let ids = web::Data::new(Identities {
         table,

@@ -20,7 +20,8 @@
 //! - [`tls`]: the listener's certificate and key, and how `https://` instances are verified.
 //! - [`http`]: actix-web handlers; [`http::proxy`] is the failover loop, [`http::service`] the
 //!   status endpoints, [`http::admin`] the admin endpoints.
-//! - [`stats`]: lock-free request counters.
+//! - [`stats`]: request counters, histograms and scrape-time gauges for `/metrics`.
+//! - [`events`]: the last transitions (down, up, overrides, failovers) for `/events`.
 //! - [`wal`]: the write-ahead log store (diesel, PostgreSQL or SQLite).
 //! - [`actors::wal_writer`]: `WalWriterActor`, the log's only writer, in group commits.
 //! - [`actors::retention`]: `RetentionActor`, deletes what every instance has applied.
@@ -41,6 +42,7 @@ pub mod auth;
 pub mod check;
 pub mod chroma;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod identity;
 pub mod instance;

@@ -1,4 +1,4 @@
-//! `/metrics` after a scripted sequence (writes, reads, a replica killed, writes while it is
+//! `/metrics` and `/events` after a scripted sequence (writes, reads, a replica killed, writes while it is
 //! down, its return and catch-up), read with a Prometheus text parser as a scraper would: each
 //! named series has the value it should.
 
@@ -106,4 +106,18 @@ fn every_series_has_the_value_the_sequence_gives_it() {
     assert_eq!(value(&m, "chroma_ha_wal_oldest_pending_seconds", &[]), 0.0);
     assert_eq!(value(&m, requests, &[("kind", "write"), ("code", "201")]), 9.0);
     assert_eq!(value(&m, "chroma_ha_unavailable_total", &[]), 0.0);
+
+    // The same sequence in /events, newest first: down (with the failover), then up.
+    let events = get(&format!("{url}/events")).body;
+    let kinds: Vec<(&str, &str)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["instance"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds.first(), Some(&("up", "replica")), "{events}");
+    assert!(kinds.contains(&("failover", "replica")) && kinds.contains(&("down", "replica")));
+    let failover = events["events"].as_array().unwrap().iter().find(|e| e["kind"] == "failover");
+    let detail = failover.unwrap()["detail"].as_str().unwrap();
+    assert!(detail.starts_with("GET ") && detail.ends_with("re-sent to primary"), "{detail}");
 }

@@ -5,6 +5,7 @@
 //!
 //! It never routes requests and never retries them: it only judges and reports.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -13,6 +14,7 @@ use log::{info, warn};
 use serde::Serialize;
 
 use super::guarded;
+use crate::events::Events;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 use crate::tls::UpstreamTls;
 use crate::upstream;
@@ -127,6 +129,8 @@ struct Forced {
 
 /// Judges one instance's health.
 pub struct HealthActor {
+    /// Where its transitions are kept for `/events`.
+    events: Arc<Events>,
     spec: InstanceSpec,
     settings: ProbeSettings,
     subscribers: Vec<Recipient<HealthUpdate>>,
@@ -148,8 +152,14 @@ impl HealthActor {
     /// A judge for `spec`, probing with `tls` if it is `https://`. The instance starts as
     /// usable: the first probe runs at once, and a failed request marks it down before any
     /// client notices.
-    pub fn new(spec: InstanceSpec, settings: ProbeSettings, tls: &UpstreamTls) -> Self {
+    pub fn new(
+        spec: InstanceSpec,
+        settings: ProbeSettings,
+        tls: &UpstreamTls,
+        events: Arc<Events>,
+    ) -> Self {
         Self {
+            events,
             spec,
             settings,
             subscribers: Vec::new(),
@@ -263,6 +273,7 @@ impl HealthActor {
             _ => "no effect while the admin override lasts",
         };
         warn!("instance {} ({}) is DOWN: {reason}; {effect}", self.spec.name, self.spec.url);
+        self.events.record("down", self.spec.name.as_str(), format!("{reason}; {effect}"));
     }
 
     fn mark_up(&mut self) {
@@ -272,6 +283,8 @@ impl HealthActor {
             "instance {} ({}) is UP again after {down:.1}s down ({RISE} good probes)",
             self.spec.name, self.spec.url
         );
+        let detail = format!("up again after {down:.1}s down ({RISE} good probes)");
+        self.events.record("up", self.spec.name.as_str(), detail);
     }
 
     fn snapshot(&self) -> HealthSnapshot {
@@ -347,20 +360,19 @@ impl Handler<ForceHealth> for HealthActor {
         let until = Utc::now() + msg.duration;
         let expiry = ctx.run_later(msg.duration, |act, _| {
             act.forced = None;
-            info!(
-                "admin override on instance {} expired; it is {} by its probes",
-                act.spec.name,
-                act.state()
-            );
+            let detail = format!("admin override expired; {} by its probes", act.state());
+            info!("instance {}: {detail}", act.spec.name);
+            act.events.record("override_ended", act.spec.name.as_str(), detail);
             act.publish();
         });
         self.forced = Some(Forced { healthy: msg.healthy, until, expiry });
-        warn!(
-            "instance {} forced {} by admin for {:.1}s (until {until})",
-            self.spec.name,
+        let detail = format!(
+            "forced {} by admin for {:.1}s (until {until})",
             if msg.healthy { "UP" } else { "DOWN" },
             msg.duration.as_secs_f64()
         );
+        warn!("instance {} {detail}", self.spec.name);
+        self.events.record("forced", self.spec.name.as_str(), detail);
         self.publish();
         MessageResult(until)
     }
@@ -374,11 +386,9 @@ impl Handler<ClearForce> for HealthActor {
             return false;
         };
         ctx.cancel_future(old.expiry);
-        info!(
-            "admin override on instance {} cleared; it is {} by its probes",
-            self.spec.name,
-            self.state()
-        );
+        let detail = format!("admin override cleared; {} by its probes", self.state());
+        info!("instance {}: {detail}", self.spec.name);
+        self.events.record("override_ended", self.spec.name.as_str(), detail);
         self.publish();
         true
     }
@@ -452,7 +462,9 @@ mod tests {
     /// it triggers decides; here the probe fails, so it is down at once (not after FALL probes).
     #[actix::test]
     async fn a_suspect_instance_is_down_only_when_its_probe_fails() {
-        let health = HealthActor::new(spec(), slow_settings(), &UpstreamTls::default()).start();
+        let health =
+            HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), Default::default())
+                .start();
         let snap = health.send(GetHealth).await.unwrap().unwrap();
         assert!(snap.healthy, "one failed background probe is not FALL");
         health.send(RequestProbe { reason: "POST /x: no answer within 1s".into() }).await.unwrap();
@@ -470,7 +482,9 @@ mod tests {
     #[actix::test]
     async fn passive_report_marks_down_at_once_and_override_expires() {
         let recorder = Recorder(Vec::new()).start();
-        let health = HealthActor::new(spec(), slow_settings(), &UpstreamTls::default()).start();
+        let health =
+            HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), Default::default())
+                .start();
         health.send(Subscribe(recorder.clone().recipient())).await.unwrap();
 
         health.send(ReportFailure { reason: "connection refused".into() }).await.unwrap();
@@ -499,7 +513,9 @@ mod tests {
 
     #[actix::test]
     async fn clearing_an_override_restores_the_probed_state() {
-        let health = HealthActor::new(spec(), slow_settings(), &UpstreamTls::default()).start();
+        let health =
+            HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), Default::default())
+                .start();
         assert!(!health.send(ClearForce).await.unwrap());
         health
             .send(ForceHealth { healthy: false, duration: Duration::from_secs(60) })

@@ -96,10 +96,10 @@ pub async fn execute(
                 bump(&counters.failures);
                 bump(&counters.failovers);
                 let next = next.map_or("", |n| n.as_str());
-                warn!(
-                    "failover: {method} {path}: {name} answered {}; re-sending to {next}",
-                    answer.status
-                );
+                let detail =
+                    format!("{method} {path}: answered {}; re-sent to {next}", answer.status);
+                warn!("failover: {name}: {detail}");
+                cluster.events.record("failover", name.as_str(), detail);
                 failures.push(format!("{name}: answered {}", answer.status));
             }
             Ok(answer) => {
@@ -130,7 +130,9 @@ pub async fn execute(
                 }
                 if let Some(next) = next {
                     bump(&counters.failovers);
-                    warn!("failover: {method} {path}: {name}: {e}; re-sending to {next}");
+                    let detail = format!("{method} {path}: {e}; re-sent to {next}");
+                    warn!("failover: {name}: {detail}");
+                    cluster.events.record("failover", name.as_str(), detail);
                 }
                 failures.push(format!("{name}: {e}"));
             }

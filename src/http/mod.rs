@@ -31,6 +31,7 @@ use crate::actors::router::RouterActor;
 use crate::actors::wal_writer::WalWriterActor;
 use crate::apply::effects::DiscoveryBackoff;
 use crate::chroma::headers::keep_response_header;
+use crate::events::Events;
 use crate::identity::MappingTable;
 use crate::instance::InstanceSpec;
 use crate::ordering::WriteOrder;
@@ -63,6 +64,8 @@ pub struct Cluster {
     pub write_timeout: Duration,
     /// When the proxy started.
     pub started: Instant,
+    /// Recent transitions, for `/events`.
+    pub events: Arc<Events>,
 }
 
 impl Cluster {

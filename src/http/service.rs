@@ -22,6 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/status", web::get().to(status))
         .route("/metrics", web::get().to(metrics))
+        .route("/events", web::get().to(events))
         .route("/wal/status", web::get().to(wal_status))
         .route("/transactions/{id}", web::get().to(transaction))
         .route("/collection/mappings", web::get().to(mappings));
@@ -181,6 +182,11 @@ async fn status(
             "denied": gate.denials().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         },
     })))
+}
+
+/// The last transitions, newest first.
+async fn events(cluster: web::Data<Cluster>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "events": cluster.events.recent() }))
 }
 
 /// Every series of [`crate::stats`], its gauges sampled from the same figures as `/status`.
