@@ -119,5 +119,6 @@ fn every_series_has_the_value_the_sequence_gives_it() {
     assert!(kinds.contains(&("failover", "replica")) && kinds.contains(&("down", "replica")));
     let failover = events["events"].as_array().unwrap().iter().find(|e| e["kind"] == "failover");
     let detail = failover.unwrap()["detail"].as_str().unwrap();
-    assert!(detail.starts_with("GET ") && detail.ends_with("re-sent to primary"), "{detail}");
+    assert!(detail.starts_with("GET: ") && detail.ends_with("re-sent to primary"), "{detail}");
+    assert!(!detail.contains(&id), "/events is open: no path names a collection: {detail}");
 }

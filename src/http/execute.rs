@@ -112,7 +112,9 @@ pub async fn execute(
             Err(e) if e.fails_over() => {
                 bump(&counters.failures);
                 may_have_arrived |= e.may_have_arrived();
-                let reason = format!("{method} {path}: {e}");
+                // Not the path: health reasons show in the open /status and /events, and a path
+                // names a tenant's collection (the log line below has it).
+                let reason = format!("a {method} request: {e}");
                 if e.marks_down() {
                     instance.health.do_send(ReportFailure { reason });
                 } else {
@@ -130,9 +132,9 @@ pub async fn execute(
                 }
                 if let Some(next) = next {
                     bump(&counters.failovers);
-                    let detail = format!("{method} {path}: {e}; re-sent to {next}");
-                    warn!("failover: {name}: {detail}");
-                    cluster.events.record("failover", name.as_str(), detail);
+                    let why = format!("{e}; re-sent to {next}");
+                    warn!("failover: {name}: {method} {path}: {why}");
+                    cluster.events.record("failover", name.as_str(), format!("{method}: {why}"));
                 }
                 failures.push(format!("{name}: {e}"));
             }

@@ -1,4 +1,4 @@
-//! Service endpoints: `/health`, `/status` and `/metrics`.
+//! Service endpoints: `/health`, `/status`, `/metrics`, `/events` and the `/dashboard` page.
 //!
 //! Read-only: these handlers never change health, routing or counters. `/health`, `/status` and
 //! `/metrics` are open (monitoring reads them); what names tenants' data is behind the gate.
@@ -23,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/status", web::get().to(status))
         .route("/metrics", web::get().to(metrics))
         .route("/events", web::get().to(events))
+        .route("/dashboard", web::get().to(dashboard))
         .route("/wal/status", web::get().to(wal_status))
         .route("/transactions/{id}", web::get().to(transaction))
         .route("/collection/mappings", web::get().to(mappings));
@@ -184,7 +185,20 @@ async fn status(
     })))
 }
 
-/// The last transitions, newest first.
+/// The live dashboard: one page compiled into the binary, refreshing itself from `/status` and
+/// `/events`; it loads nothing from anywhere else (its security policy forbids it).
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "content-security-policy",
+            "default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .insert_header(("cache-control", "no-store"))
+        .body(include_str!("dashboard.html"))
+}
+
+/// The last transitions, newest first (no request paths: they would name tenants' data).
 async fn events(cluster: web::Data<Cluster>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "events": cluster.events.recent() }))
 }

@@ -407,6 +407,12 @@ pub fn js_modules() -> &'static Path {
     MODULES.get_or_init(|| installed("setup-js.sh"))
 }
 
+/// Headless Chromium, installed on first use by `scripts/setup-chromium.sh`.
+pub fn chromium() -> &'static Path {
+    static BROWSER: OnceLock<PathBuf> = OnceLock::new();
+    BROWSER.get_or_init(|| installed("setup-chromium.sh"))
+}
+
 /// Runs `tests/js/{script}` with Node and the official JS client.
 pub fn node(script: &str, args: &[&str]) -> Output {
     Command::new("node")
