@@ -32,8 +32,8 @@ use clap::{Arg, ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
 use crate::auth::Tokens;
-use crate::check::CheckArgs;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
+use crate::remote::{CheckArgs, StatusArgs};
 
 /// Validated configuration of one proxy process: every setting, each declared once here.
 ///
@@ -218,6 +218,8 @@ pub enum Command {
     Migrate,
     /// Check a running proxy as a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check(CheckArgs),
+    /// Print a running proxy's state for a person (--watch: refresh every 2 s).
+    Status(StatusArgs),
 }
 
 impl Cli {

@@ -7,7 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]: flags, env vars and TOML file, validated into one `Config`.
-//! - [`check`]: `chroma-ha check`, the monitoring plugin.
+//! - [`remote`]: `chroma-ha check` (the monitoring plugin) and `chroma-ha status`.
 //! - [`app`]: the composition root: opens the WAL, starts the actors, binds the server.
 //! - [`auth`]: tokens, roles, and what each may do (DESIGN 14).
 //! - [`instance`]: typed instance ids, names and roles.
@@ -39,7 +39,6 @@ pub mod actors;
 pub mod app;
 pub mod apply;
 pub mod auth;
-pub mod check;
 pub mod chroma;
 pub mod config;
 pub mod events;
@@ -49,6 +48,7 @@ pub mod instance;
 pub mod ordering;
 pub mod policy;
 pub mod progress;
+pub mod remote;
 pub mod stats;
 pub mod tls;
 pub mod upstream;

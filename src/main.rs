@@ -9,9 +9,11 @@ use log::{error, info};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Check(args)) = &cli.command {
-        // A client of a running proxy: none of the proxy's own settings apply.
-        return chroma_ha::check::run(args);
+    // Clients of a running proxy: none of the proxy's own settings apply.
+    match &cli.command {
+        Some(Command::Check(args)) => return chroma_ha::remote::run(args),
+        Some(Command::Status(args)) => return chroma_ha::remote::status(args),
+        _ => {}
     }
     let raw = match RawSettings::load(&cli) {
         Ok(raw) => raw,

@@ -1,7 +1,7 @@
 //! `chroma-ha check`, the monitoring plugin, against a live stack in each state: healthy (0), a
 //! replica down with a backlog (1, then 2 past the threshold), nothing usable (2), an answer that
 //! is not chroma-ha's (3), the proxy down (3). Exit codes and perfdata are what a Nagios or
-//! Icinga server reads.
+//! Icinga server reads. `chroma-ha status` prints the same figures for a person.
 
 mod support;
 
@@ -39,6 +39,11 @@ fn check_reports_each_state_with_its_exit_code() {
     let (code, line) = check(&url, &[]);
     assert_eq!(code, 0, "{line}");
     assert!(line.starts_with("CHROMA-HA OK - 2/2 instances usable"), "{line}");
+    let (code, summary) = status(&url);
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains("2 of 2 instances usable"), "{summary}");
+    assert!(summary.contains("\nreplica      healthy"), "{summary}");
+    assert!(summary.contains("WAL sqlite: 0 pending"), "{summary}");
     assert!(line.contains("| pending_writes=0;0;10 failed_replays=0;0;2"), "{line}");
 
     replica.kill9();
@@ -84,4 +89,15 @@ fn check_reports_each_state_with_its_exit_code() {
     let (code, line) = check(&url, &[]);
     assert_eq!(code, 3, "{line}");
     assert!(line.starts_with("CHROMA-HA UNKNOWN - ") && line.contains("/status"), "{line}");
+    assert_eq!(status(&url).0, 1, "status cannot read a dead proxy");
+}
+
+/// Runs `chroma-ha status` against `url`: its exit code and what it printed.
+fn status(url: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chroma-ha"))
+        .env_clear()
+        .args(["status", "--url", url])
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -1,7 +1,11 @@
-//! `chroma-ha check --url URL`: a monitoring plugin in the Nagios/Icinga convention (DESIGN 15).
-//! Reads the proxy's `/status`, prints one line `CHROMA-HA STATE - summary | perfdata`, and
-//! exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN. The thresholds default to the seed
-//! deployment's alert table; each is a flag.
+//! Commands that talk to a running proxy (DESIGN 15):
+//!
+//! - `chroma-ha check --url URL`: a monitoring plugin in the Nagios/Icinga convention. Reads
+//!   `/status`, prints one line `CHROMA-HA STATE - summary | perfdata`, and exits 0 OK,
+//!   1 WARNING, 2 CRITICAL or 3 UNKNOWN. The thresholds default to the seed deployment's alert
+//!   table; each is a flag.
+//! - `chroma-ha status --url URL [--watch]`: the same figures as a summary for a person at a
+//!   terminal.
 //!
 //! Reads only: it never changes the proxy, and never prints the token it is given.
 
@@ -140,29 +144,49 @@ fn text(value: &Value) -> &str {
     value.as_str().unwrap_or("?")
 }
 
+/// A number as text, `-` when absent.
+fn number(value: &Value) -> String {
+    if value.is_number() { value.to_string() } else { "-".to_string() }
+}
+
+/// The proxy's `/status` at `base` (and `/events` with it when `events`), or why not.
+fn fetch(
+    base: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    events: bool,
+) -> Result<(Value, Value), String> {
+    let base = base.trim_end_matches('/');
+    let tls = UpstreamTls::load([base.to_string()], None).map_err(|e| e.to_string())?;
+    actix_web::rt::System::new().block_on(async {
+        let client = upstream::client(&tls, timeout);
+        let get = |path: &'static str| {
+            let url = format!("{base}{path}");
+            let mut request = client.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            async move {
+                let mut response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+                if !response.status().is_success() {
+                    return Err(format!("{url} answered {}", response.status()));
+                }
+                let body =
+                    response.body().limit(16 << 20).await.map_err(|e| format!("{url}: {e}"))?;
+                serde_json::from_slice::<Value>(&body).map_err(|e| format!("{url}: not JSON: {e}"))
+            }
+        };
+        let status = get("/status").await?;
+        let events = if events { get("/events").await? } else { Value::Null };
+        Ok((status, events))
+    })
+}
+
 /// Fetches `/status` and judges it; UNKNOWN when the proxy cannot be reached or answers
 /// something else.
 pub fn check(args: &CheckArgs) -> Verdict {
-    let url = format!("{}/status", args.url.trim_end_matches('/'));
-    let tls = match UpstreamTls::load([args.url.clone()], None) {
-        Ok(tls) => tls,
-        Err(e) => return unknown(e),
-    };
-    let fetched = actix_web::rt::System::new().block_on(async {
-        let client = upstream::client(&tls, args.timeout);
-        let mut request = client.get(&url);
-        if let Some(token) = &args.token {
-            request = request.bearer_auth(token);
-        }
-        let mut response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
-        }
-        let body = response.body().limit(16 << 20).await.map_err(|e| format!("{url}: {e}"))?;
-        serde_json::from_slice::<Value>(&body).map_err(|e| format!("{url}: not JSON: {e}"))
-    });
-    match fetched {
-        Ok(status) => evaluate(&status, args),
+    match fetch(&args.url, args.token.as_deref(), args.timeout, false) {
+        Ok((status, _)) => evaluate(&status, args),
         Err(why) => unknown(why),
     }
 }
@@ -172,6 +196,122 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let verdict = check(args);
     println!("{}", verdict.line);
     ExitCode::from(verdict.state as u8)
+}
+
+/// `chroma-ha status` flags.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct StatusArgs {
+    /// Base URL of the proxy, e.g. http://127.0.0.1:8080
+    #[arg(long)]
+    pub url: String,
+    /// Bearer token sent with the request, if the proxy needs one
+    #[arg(long, env = "CHROMA_HA_CHECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Refresh every 2 seconds until interrupted
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// A summary of `/status` (and the last transitions) for a person at a terminal.
+pub fn summary(status: &Value, events: &Value) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(
+        &mut out,
+        format!(
+            "chroma-ha {} — up {}s — {} of {} instances usable",
+            text(&status["version"]),
+            number(&status["uptime_seconds"]),
+            number(&status["healthy_instances"]),
+            status["instances"].as_array().map_or(0, Vec::len)
+        ),
+    );
+    line(&mut out, String::new());
+    line(
+        &mut out,
+        format!(
+            "{:<12} {:<12} {:>9} {:>9}  {}",
+            "INSTANCE", "STATE", "LAG", "LAG AGE", "LAST ERROR"
+        ),
+    );
+    for i in status["instances"].as_array().into_iter().flatten() {
+        let lag = &i["replication_lag"];
+        let age = lag["seconds"].as_f64().map_or("-".to_string(), |s| format!("{s:.0}s"));
+        let error = if i["healthy"] == true { "" } else { i["last_error"].as_str().unwrap_or("") };
+        line(
+            &mut out,
+            format!(
+                "{:<12} {:<12} {:>9} {:>9}  {error}",
+                text(&i["name"]),
+                text(&i["state"]),
+                number(&lag["entries"]),
+                age
+            ),
+        );
+    }
+    let wal = &status["write_ahead_log"];
+    line(&mut out, String::new());
+    match wal["error"].as_str() {
+        Some(error) => {
+            line(&mut out, format!("WAL {}: UNAVAILABLE ({error})", text(&wal["backend"])))
+        }
+        None => line(
+            &mut out,
+            format!(
+                "WAL {}: {} pending, oldest {}, {} failed replays, head at seq {}",
+                text(&wal["backend"]),
+                number(&wal["pending_writes"]),
+                wal["oldest_pending"].as_f64().map_or("-".to_string(), |s| format!("{s:.0}s")),
+                number(&wal["failed_replays"]),
+                number(&wal["head_seq"])
+            ),
+        ),
+    }
+    let recent: Vec<&Value> = events["events"].as_array().into_iter().flatten().take(5).collect();
+    if !recent.is_empty() {
+        line(&mut out, String::new());
+        line(&mut out, "RECENT".to_string());
+        for e in recent {
+            line(
+                &mut out,
+                format!(
+                    "{} {:<8} {:<14} {}",
+                    text(&e["at"]),
+                    text(&e["instance"]),
+                    text(&e["kind"]),
+                    text(&e["detail"])
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Prints the summary once, or every 2 s with `--watch`; exits 1 when the proxy cannot be read.
+pub fn status(args: &StatusArgs) -> ExitCode {
+    loop {
+        match fetch(&args.url, args.token.as_deref(), Duration::from_secs(10), true) {
+            Ok((status, events)) => {
+                if args.watch {
+                    // Clear the terminal and go home, as `watch` does.
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", summary(&status, &events));
+            }
+            Err(why) if !args.watch => {
+                eprintln!("chroma-ha status: {why}");
+                return ExitCode::FAILURE;
+            }
+            Err(why) => println!("\x1b[2J\x1b[Hchroma-ha status: {why} (retrying)"),
+        }
+        if !args.watch {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +341,22 @@ mod tests {
             ],
             "write_ahead_log": {"pending_writes": pending, "failed_replays": failed, "oldest_pending": oldest},
         })
+    }
+
+    #[test]
+    fn the_summary_names_every_instance_and_the_log() {
+        let mut status = status(false, 3, 0, Some(4.0));
+        status["version"] = json!("0.1.0");
+        status["instances"][1]["replication_lag"] = json!({"entries": 3, "seconds": 4.0});
+        status["write_ahead_log"]["backend"] = json!("sqlite");
+        let events = json!({"events": [{"at": "t", "instance": "replica", "kind": "down", "detail": "refused"}]});
+        let text = summary(&status, &events);
+        assert!(
+            text.contains("replica      unhealthy            3        4s  connection refused"),
+            "{text}"
+        );
+        assert!(text.contains("WAL sqlite: 3 pending, oldest 4s, 0 failed replays"), "{text}");
+        assert!(text.contains("replica  down           refused"), "{text}");
     }
 
     #[test]
