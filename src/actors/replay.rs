@@ -37,6 +37,9 @@ use awc::error::PayloadError;
 
 /// Entries read from the log per round.
 const WINDOW: i64 = 2_000;
+/// Most bytes of bodies in one window: with writes of up to 40 MB each, a window of entries
+/// alone could otherwise take gigabytes.
+const WINDOW_BYTES: i64 = 32 << 20;
 /// Batch size when an instance does not say its own.
 const DEFAULT_MAX_BATCH: usize = 1_000;
 /// First back-off after a rejected entry; doubles per attempt.
@@ -430,15 +433,15 @@ impl LaneRun {
             let mut after = Seq(0);
             loop {
                 let lane = name.clone();
-                let window = match self.blocking(move |s| s.pending(&lane, after, WINDOW)).await {
-                    Ok(window) => window,
+                let read = self.blocking(move |s| s.pending(&lane, after, WINDOW, WINDOW_BYTES));
+                let (window, full) = match read.await {
+                    Ok(window) => (window.entries, window.more),
                     Err(e) => return self.store_trouble("replay paused", &e),
                 };
                 let Some(last) = window.last().map(|p| p.entry.seq) else {
                     return LaneEnd::Idle;
                 };
                 after = last;
-                let full = window.len() as i64 == WINDOW;
                 let read = window.len();
                 let ready: Vec<PendingEntry> = window
                     .into_iter()

@@ -164,6 +164,20 @@ pub enum Appended {
     InFlight,
 }
 
+/// Entries an instance owes, read in one go by replay.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// In log order.
+    pub entries: Vec<PendingEntry>,
+    /// Whether more are owed after them.
+    pub more: bool,
+}
+
+diesel::define_sql_function! {
+    /// Bytes of a binary value; both backends call it `length`.
+    fn length(x: diesel::sql_types::Binary) -> diesel::sql_types::Integer;
+}
+
 /// The `write_ahead_log` block of `/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalStatus {
@@ -602,25 +616,49 @@ impl WalStore {
         })
     }
 
-    /// The next entries after `after` that `instance` has not applied, in log order, at most
-    /// `limit`.
+    /// The next entries after `after` that `instance` has not applied, in log order: at most
+    /// `limit`, and at most `max_bytes` of bodies (always one at least, however large), so that
+    /// replay's memory is bounded whatever the writes' sizes.
     pub fn pending(
         &self,
         instance: &InstanceName,
         after: Seq,
         limit: i64,
-    ) -> Result<Vec<PendingEntry>, WalError> {
+        max_bytes: i64,
+    ) -> Result<Window, WalError> {
         with_conn!(self.pool, |conn| {
-            let rows: Vec<(EntryRow, i32)> = wal_applied::table
+            let owed = wal_applied::table
                 .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
                 .filter(wal_applied::instance.eq(instance))
                 .filter(wal_applied::state.eq(ApplyState::Pending))
-                .filter(wal_applied::seq.gt(after))
+                .filter(wal_applied::seq.gt(after));
+            // Sizes first, bodies only of the entries that fit.
+            let sizes: Vec<(Seq, i32)> = owed
                 .order(wal_applied::seq)
-                .limit(limit)
+                .limit(limit + 1)
+                .select((wal_applied::seq, length(wal_entries::body)))
+                .load(conn)?;
+            let (mut total, mut fit) = (0i64, 0usize);
+            for (_, size) in sizes.iter().take(limit as usize) {
+                if fit > 0 && total + i64::from(*size) > max_bytes {
+                    break;
+                }
+                total += i64::from(*size);
+                fit += 1;
+            }
+            let Some((last, _)) = fit.checked_sub(1).map(|n| sizes[n]) else {
+                return Ok(Window::default());
+            };
+            let rows: Vec<(EntryRow, i32)> = owed
+                .filter(wal_applied::seq.le(last))
+                .order(wal_applied::seq)
                 .select((EntryRow::as_select(), wal_applied::attempts))
                 .load(conn)?;
-            Ok(rows.into_iter().map(|(entry, attempts)| PendingEntry { entry, attempts }).collect())
+            let entries = rows
+                .into_iter()
+                .map(|(entry, attempts)| PendingEntry { entry, attempts })
+                .collect();
+            Ok(Window { entries, more: sizes.len() > fit })
         })
     }
 
