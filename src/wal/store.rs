@@ -83,6 +83,12 @@ enum AnyPool {
 }
 
 /// Runs `$body` with `$conn` bound to a pooled connection of whichever backend is configured.
+///
+/// Chosen over diesel's `MultiConnection` derive: the body is compiled and type-checked against
+/// each backend's own connection, so backend-specific SQL (`ON CONFLICT` upserts, each
+/// backend's durability settings, the lease transactions to come) stays available and checked,
+/// where a multi-backend connection offers only what every backend shares; and each backend
+/// keeps its own pool and connection customizer.
 macro_rules! with_conn {
     ($pool:expr, |$conn:ident| $body:expr) => {
         match &*$pool {
