@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and integration tests against real Chroma servers and a real
 # PostgreSQL. Installs what a fresh machine lacks first: the Python venv with chromadb,
-# PostgreSQL and libpq (Debian packages), cargo-nextest.
+# PostgreSQL and libpq (Debian packages), cargo-nextest. The tests install the rest on first
+# use, each with its own script: the JS client (scripts/setup-js.sh), headless Chromium
+# (scripts/setup-chromium.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh >/dev/null
