@@ -9,7 +9,8 @@ flock 9
 browser() { command -v chromium || command -v chromium-browser || true; }
 if [ -z "$(browser)" ]; then
   echo "setup-chromium: installing chromium" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  # One apt at a time across the install scripts (tests run two at once).
+  flock "$HOME/.cache/chroma-ha/apt.lock" sh -c \
+    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null'
 fi
 browser

@@ -9,8 +9,9 @@ exec 9>"$DIR.lock"
 flock 9
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "setup-js: installing Node.js and npm" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  # One apt at a time across the install scripts (tests run two at once).
+  flock "$HOME/.cache/chroma-ha/apt.lock" sh -c \
+    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null'
 fi
 if ! [ -f "$DIR/node_modules/chromadb/package.json" ] ||
   ! grep -q "\"version\": \"$CHROMADB_JS_VERSION\"" "$DIR/node_modules/chromadb/package.json"; then
