@@ -45,7 +45,7 @@ pub async fn forward(
         Err(_) => RequestKind::Unknown,
     };
     let counted = cluster.clone();
-    let answer = serve(req, payload, gate, cluster, ids, writes, worker).await;
+    let answer = serve(req, payload, Handles { gate, cluster, ids, writes, worker }).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(e) => e.status_code(),
@@ -54,15 +54,21 @@ pub async fn forward(
     answer
 }
 
-async fn serve(
-    req: HttpRequest,
-    payload: web::Payload,
+/// What a proxied request may use.
+struct Handles {
     gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     ids: web::Data<Identities>,
     writes: web::Data<WritePath>,
     worker: web::Data<Worker>,
+}
+
+async fn serve(
+    req: HttpRequest,
+    payload: web::Payload,
+    handles: Handles,
 ) -> Result<HttpResponse, ApiError> {
+    let Handles { gate, cluster, ids, writes, worker } = handles;
     let stats = &cluster.stats;
     bump(&stats.requests);
     // Who is asking comes first: without a valid token, nothing else is looked at, not even
