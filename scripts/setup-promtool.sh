@@ -18,8 +18,10 @@ if ! [ -x "$DIR/promtool" ]; then
   download=$(mktemp -d)
   trap 'rm -rf "$download"' EXIT
   chown _apt "$download" 2>/dev/null || true # apt downloads as its sandbox user where it has one
-  apt-get update -qq
-  (cd "$download" && apt-get download -qq prometheus >/dev/null)
+  # One apt at a time across the install scripts (tests run two at once).
+  mkdir -p "$HOME/.cache/chroma-ha"
+  flock "$HOME/.cache/chroma-ha/apt.lock" sh -c \
+    'apt-get update -qq && cd "$1" && apt-get download -qq prometheus >/dev/null' sh "$download"
   mkdir -p "$DIR"
   dpkg-deb --fsys-tarfile "$download"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$DIR/promtool.new"
   chmod 755 "$DIR/promtool.new"
