@@ -413,6 +413,12 @@ pub fn chromium() -> &'static Path {
     BROWSER.get_or_init(|| installed("setup-chromium.sh"))
 }
 
+/// Prometheus's `promtool`, provided on first use by `scripts/setup-promtool.sh`.
+pub fn promtool() -> &'static Path {
+    static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
+    PROMTOOL.get_or_init(|| installed("setup-promtool.sh"))
+}
+
 /// Runs `tests/js/{script}` with Node and the official JS client.
 pub fn node(script: &str, args: &[&str]) -> Output {
     Command::new("node")
