@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium): it loads from the proxy alone, shows
-//! each instance's state, shows a killed replica down within 5 s, and its WAL backlog number
-//! rises as writes are made while the replica is down.
+//! each instance's state, fits a phone's width, says so when no proxy answers, shows a killed
+//! replica down within 5 s, and its WAL backlog number rises as writes are made while the
+//! replica is down.
 
 mod support;
 
@@ -12,14 +13,25 @@ use serde_json::json;
 use support::{DB, Stack, WalBackend, chromium, get, post};
 
 fn headless(args: &[&str]) -> String {
+    headless_at("1100,900", args)
+}
+
+/// Headless Chromium with a window of `size` (`width,height`).
+fn headless_at(size: &str, args: &[&str]) -> String {
     let out = Command::new(chromium())
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        .args(["--no-first-run", "--window-size=1100,900", "--virtual-time-budget=3000"])
+        .args(["--no-first-run", &format!("--window-size={size}"), "--virtual-time-budget=3000"])
         .args(args)
         .output()
         .expect("run chromium");
     assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// This test's own directory for files it writes.
+fn shot_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
 }
 
 /// The page's DOM once its scripts have run.
@@ -50,6 +62,16 @@ fn the_dashboard_shows_state_backlog_and_a_dead_replica() {
 
     let first = dom(&dashboard);
     assert!(first.contains("data-fresh=\"true\""), "the page got /status: {first}");
+    assert!(first.contains("data-fits=\"true\""), "{first}");
+    let phone = headless_at("390,844", &["--dump-dom", &dashboard]);
+    assert!(phone.contains("data-fits=\"true\""), "readable on a phone's width: {phone}");
+    assert!(phone.contains("data-instance=\"replica\""), "{phone}");
+    // The same page with no proxy behind it says so instead of showing figures.
+    let alone = shot_dir().join("alone.html");
+    std::fs::write(&alone, page.body.as_str().unwrap()).unwrap();
+    let stale = dom(&format!("file://{}", alone.display()));
+    assert!(stale.contains("id=\"stale\" role=\"alert\" class=\"shown\""), "{stale}");
+    assert!(stale.contains("The proxy does not answer."), "{stale}");
     assert!(first.contains("data-instance=\"replica\" data-state=\"healthy\""), "{first}");
     assert!(first.contains("data-instance=\"primary\" data-state=\"healthy\""), "{first}");
 
@@ -77,8 +99,7 @@ fn the_dashboard_shows_state_backlog_and_a_dead_replica() {
     assert_eq!(text_of(&dom(&dashboard), "pending"), "5");
 
     // What an operator sees now (DASHBOARD_SCREENSHOT=docs/dashboard.png keeps it).
-    let shot = tempfile::tempdir().unwrap();
-    let png = shot.path().join("dashboard.png");
+    let png = shot_dir().join("dashboard.png");
     headless(&[&format!("--screenshot={}", png.display()), &dashboard]);
     let size = std::fs::metadata(&png).unwrap().len();
     assert!(size > 10_000, "a screenshot of a rendered page ({size} bytes)");
