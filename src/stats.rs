@@ -3,7 +3,8 @@
 //! from health, replication progress and the log.
 //!
 //! Atomics only on the request path: this module never blocks it and never allocates on it,
-//! except once for each new (kind, status code) pair of `chroma_ha_requests_total`. Every series
+//! except once for each new (kind, status code) pair of `chroma_ha_requests_total` (later ones
+//! take that family's read lock). Every series
 //! is a `prometheus-client` metric registered once, at start; the per-instance ones are taken
 //! out of their families then, so a [`bump`] never takes a family's lock or adds a series, and
 //! `/metrics` shows every series from the first scrape on.
@@ -12,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -42,10 +43,17 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// What a proxied request is, for the `kind` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
     /// Not a route the proxy knows (refused with 404).
-    Unknown,
+    Unknown = 2,
+}
+
+/// The labels of `chroma_ha_requests_total`: built without allocating, on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Answer {
+    kind: &'static str,
+    code: u16,
 }
 
 impl RequestKind {
@@ -77,8 +85,9 @@ pub struct Stats {
     pub denied: Vec<Counter>,
     /// Time from a write's arrival at the WAL writer to its entry being durable.
     pub wal_append: Histogram,
-    answers: Family<Labels<2>, Counter>,
-    durations: Family<Labels<1>, Histogram, fn() -> Histogram>,
+    answers: Family<Answer, Counter>,
+    /// `chroma_ha_request_seconds`, one per [`RequestKind`], taken out of the family at start.
+    durations: [Histogram; 3],
     wal: WalGauges,
     /// Every series above, under the `chroma_ha_` prefix.
     registry: Registry,
@@ -172,20 +181,22 @@ impl Stats {
         let refused = counter("refused", "Requests refused by the proxy");
         let unavailable =
             counter("unavailable", "Requests answered 503 for want of a usable instance");
-        let answers = Family::<Labels<2>, Counter>::default();
+        let answers = Family::<Answer, Counter>::default();
         registry.register(
             "requests",
             "Proxied requests by kind (read, write, unknown) and the status code answered",
             answers.clone(),
         );
-        let durations = Family::<Labels<1>, Histogram, fn() -> Histogram>::new_with_constructor(
+        let family = Family::<Labels<1>, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_buckets,
         );
         registry.register(
             "request_seconds",
             "Time to answer a proxied request, by kind",
-            durations.clone(),
+            family.clone(),
         );
+        let durations = [RequestKind::Read, RequestKind::Write, RequestKind::Unknown]
+            .map(|kind| family.get_or_create_owned(&[("kind", kind.as_str().to_string())]));
         let wal_append = duration_buckets();
         registry.register(
             "wal_append_seconds",
@@ -235,13 +246,8 @@ impl Stats {
 
     /// A proxied request of this kind was answered `status` after `took`.
     pub fn answered(&self, kind: RequestKind, status: StatusCode, took: Duration) {
-        let kind = kind.as_str().to_string();
-        bump(
-            &self
-                .answers
-                .get_or_create(&[("kind", kind.clone()), ("code", status.as_str().into())]),
-        );
-        self.durations.get_or_create(&[("kind", kind)]).observe(took.as_secs_f64());
+        bump(&self.answers.get_or_create(&Answer { kind: kind.as_str(), code: status.as_u16() }));
+        self.durations[kind as usize].observe(took.as_secs_f64());
     }
 
     /// Reads every counter once.

@@ -17,7 +17,7 @@ use super::gate::Gate;
 use super::{Cluster, Identities, Worker, WritePath, path_and_query, respond, write};
 use crate::apply::effects::{DISCOVERY_RETRY, discover};
 use crate::apply::translate::{canonical_answer, prepare};
-use crate::chroma::routes::{IDENTITY_PATH, Route, classify};
+use crate::chroma::routes::{IDENTITY_PATH, Route, RouteError, classify};
 use crate::identity::Translation;
 use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
@@ -39,13 +39,15 @@ pub async fn forward(
     worker: web::Data<Worker>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let kind = match classify(req.method(), req.path()) {
+    let route = classify(req.method(), req.path());
+    let kind = match &route {
         Ok(route) if Access::of(route.op) == Access::Read => RequestKind::Read,
         Ok(_) => RequestKind::Write,
         Err(_) => RequestKind::Unknown,
     };
     let counted = cluster.clone();
-    let answer = serve(req, payload, Handles { gate, cluster, ids, writes, worker }).await;
+    let handles = Handles { gate, cluster, ids, writes, worker };
+    let answer = serve(req, payload, route, handles).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(e) => e.status_code(),
@@ -66,6 +68,7 @@ struct Handles {
 async fn serve(
     req: HttpRequest,
     payload: web::Payload,
+    route: Result<Route, RouteError>,
     handles: Handles,
 ) -> Result<HttpResponse, ApiError> {
     let Handles { gate, cluster, ids, writes, worker } = handles;
@@ -74,7 +77,7 @@ async fn serve(
     // Who is asking comes first: without a valid token, nothing else is looked at, not even
     // the body.
     let caller = gate.caller(&req).inspect_err(|_| bump(&stats.refused))?;
-    let admitted = admit(&req, payload).await;
+    let admitted = admit(&req, route, payload).await;
     let (route, body) = admitted.inspect_err(|_| bump(&stats.refused))?;
     if let Some(caller) = &caller {
         gate.authorize(caller, &route, &body).inspect_err(|_| bump(&stats.refused))?;
@@ -141,9 +144,13 @@ async fn serve(
     }
 }
 
-/// Classifies the request and reads its body, refusing what must not be forwarded.
-async fn admit(req: &HttpRequest, payload: web::Payload) -> Result<(Route, Bytes), ApiError> {
-    let route = classify(req.method(), req.path())?;
+/// Reads the body of a classified request, refusing what must not be forwarded.
+async fn admit(
+    req: &HttpRequest,
+    route: Result<Route, RouteError>,
+    payload: web::Payload,
+) -> Result<(Route, Bytes), ApiError> {
+    let route = route?;
     let declared = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
