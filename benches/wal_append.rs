@@ -50,9 +50,15 @@ fn main() {
     .expect("open the WAL store");
     println!("backend {}", store.backend());
     actix::System::new().block_on(async move {
+        let lease = store.lease().expect("read the lease");
+        let epoch = store
+            .take_lease("wal-append-bench", "http://127.0.0.1:1", &lease, Duration::from_secs(60))
+            .expect("take the lease")
+            .expect("the lease is free");
+        store.hold(epoch);
         let head = store.head_seq().expect("head");
         let writer = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            WalWriterActor::new(store, head, Duration::from_secs(86_400))
+            WalWriterActor::new(store, Duration::from_secs(86_400))
         });
         let mut next = (head.0 as usize + 1) * 1_000;
         for appenders in CONCURRENCY {

@@ -1,8 +1,10 @@
-//! The composition root: opens and recovers the WAL, loads replication state, starts the
-//! actors, then binds the HTTP server and serves until SIGTERM or Ctrl-C.
+//! The composition root: binds the listener, opens the WAL, starts the actors (the lease keeper
+//! last: leading, it recovers the log and loads replication state), then serves until SIGTERM or
+//! Ctrl-C, and hands the lease over.
 //!
 //! Wiring only: nothing here handles a request, routes one, or decides health.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +13,8 @@ use actix_web::{App, HttpServer, web};
 use log::{info, warn};
 
 use crate::actors::health::{HealthActor, ProbeSettings};
-use crate::actors::mapping::{self, MappingCacheActor};
+use crate::actors::lease::{Duties, FirstLook, LeaseActor, Release};
+use crate::actors::mapping::MappingCacheActor;
 use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
 use crate::actors::wal_writer::{Drain, WalWriterActor};
@@ -25,7 +28,8 @@ use crate::http::gate::{self, Gate};
 use crate::http::log_reader::LogReader;
 use crate::http::{self, Cluster, Identities, InstanceHandle, Worker, WritePath};
 use crate::identity::MappingTable;
-use crate::instance::{InstanceId, InstanceName, InstanceSpec};
+use crate::instance::{InstanceName, InstanceSpec};
+use crate::leadership::{Leadership, Peer};
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::Stats;
@@ -43,53 +47,40 @@ pub enum ServeError {
     Listen(#[from] std::io::Error),
 }
 
-/// Opens and recovers the WAL, then starts its writer on a thread of its own.
+/// Opens the WAL (migrating it), then starts its writer on a thread of its own and retention.
+/// Recovery waits for the lease: only the leader recovers.
 fn start_wal(
     config: &Config,
     specs: &[InstanceSpec],
+    leadership: &Arc<Leadership>,
 ) -> Result<(WalStore, Addr<WalWriterActor>), WalError> {
     let names = specs.iter().map(|s| s.name.clone()).collect();
     let store = WalStore::open(&config.database_url, names)?;
-    let (queued, dropped) = store.recover()?;
-    if queued > 0 {
-        warn!(
-            "recovery: {queued} writes had no recorded outcome (the proxy stopped mid-write); they are queued for replay to every instance"
-        );
-    }
-    if dropped > 0 {
-        warn!("recovery: dropped {dropped} backlog rows of instances no longer configured");
-    }
-    let head = store.head_seq()?;
-    info!("write-ahead log: {} ({}), head at seq {head}", store.backend(), config.database_url);
+    info!("write-ahead log: {} ({})", store.backend(), config.database_url);
     let writer_store = store.clone();
     let ttl = config.idempotency_ttl;
     let wal = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-        WalWriterActor::new(writer_store, head, ttl)
+        WalWriterActor::new(writer_store, ttl)
     });
     let (retained, retention, key_ttl) =
         (store.clone(), config.wal_retention, config.idempotency_ttl);
-    Supervisor::start(move |_| RetentionActor::new(retained, retention, key_ttl));
+    let leads = leadership.clone();
+    Supervisor::start(move |_| RetentionActor::new(retained, retention, key_ttl, leads));
     Ok((store, wal))
 }
 
-/// Loads collection identities and what every instance owes from the log.
-fn load_replication_state(
-    store: &WalStore,
-    specs: &[InstanceSpec],
-) -> Result<(Arc<MappingTable>, Arc<Progress>), WalError> {
-    let names: Vec<InstanceName> = specs.iter().map(|s| s.name.clone()).collect();
-    let table = Arc::new(MappingTable::new(specs.len()));
-    let mappings = mapping::load(store, &table, &names)?;
-    let progress = Arc::new(Progress::new(specs.len()));
-    let mut owed = 0;
-    for (instance, scope, count) in store.owed()? {
-        if let Some(i) = names.iter().position(|n| *n == instance) {
-            progress.owe(InstanceId(i), &scope, count);
-            owed += count;
-        }
+/// This proxy as the others reach it: PROXY_ID and ADVERTISE_URL, or the host name and the
+/// URL of the address actually bound.
+fn identify(config: &Config, bound: SocketAddr, scheme: &str) -> Peer {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    Peer {
+        id: config.proxy_id.clone().unwrap_or_else(|| format!("{host}:{}", bound.port())),
+        url: config.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}")),
     }
-    info!("replication state: {mappings} collection ids, {owed} entries owed by instances");
-    Ok((table, progress))
 }
 
 /// The gate with the tokens loaded at startup, re-read on every SIGHUP.
@@ -123,13 +114,23 @@ fn reload_on_sighup(gate: web::Data<Gate>) {
 /// the WAL writer commits the last outcomes. `tls` is what [`Tls::load`] made of `config`'s
 /// files. Must run inside an actix `System`.
 pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), ServeError> {
+    // Bound first: the proxy's default id and URL name the port actually bound.
+    let listener = std::net::TcpListener::bind(config.listen_addr)?;
+    let bound = listener.local_addr()?;
+    let scheme = if tls.listener.is_some() { "https" } else { "http" };
+    let me = identify(config, bound, scheme);
+    info!("proxy {} (reached at {}), lease {:?}", me.id, me.url, config.lease_ttl);
+    let leadership = Arc::new(Leadership::new(me));
     let specs = config.instances();
-    let (store, wal) = start_wal(config, &specs)?;
-    let (table, progress) = load_replication_state(&store, &specs)?;
-    let names = specs.iter().map(|s| s.name.clone()).collect();
-    let (mapping_store, mapping_table) = (store.clone(), table.clone());
-    let mapping =
-        Supervisor::start(move |_| MappingCacheActor::new(mapping_store, mapping_table, names));
+    let (store, wal) = start_wal(config, &specs, &leadership)?;
+    let names: Vec<InstanceName> = specs.iter().map(|s| s.name.clone()).collect();
+    let table = Arc::new(MappingTable::new(specs.len()));
+    let progress = Arc::new(Progress::new(specs.len()));
+    let (mapping_store, mapping_table, mapping_names) =
+        (store.clone(), table.clone(), names.clone());
+    let mapping = Supervisor::start(move |_| {
+        MappingCacheActor::new(mapping_store, mapping_table, mapping_names)
+    });
     let settings = ProbeSettings::from_interval(config.check_interval);
     let stats = Stats::new(&specs);
     let events = Arc::new(Events::default());
@@ -157,8 +158,19 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         max_retries: config.max_replay_retries,
         write_timeout: config.write_timeout,
         tls: tls.upstream.clone(),
+        leadership: leadership.clone(),
     };
     let replay = Supervisor::start(move |_| ReplayActor::new(parts));
+    let duties =
+        Duties { table: table.clone(), progress: progress.clone(), names, replay: replay.clone() };
+    let (lease_store, leads, lease_events, ttl) =
+        (store.clone(), leadership.clone(), events.clone(), config.lease_ttl);
+    let lease = Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        LeaseActor::new(lease_store, leads, ttl, duties, lease_events)
+    });
+    // The first look at the lease is over before the first request: a lone proxy leads from
+    // its first request on.
+    let _ = lease.send(FirstLook).await;
     let cluster = web::Data::new(Cluster {
         instances,
         stats,
@@ -168,6 +180,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         write_timeout: config.write_timeout,
         started: Instant::now(),
         events,
+        leadership,
     });
     let ids = web::Data::new(Identities {
         table,
@@ -180,7 +193,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         replay: replay.clone(),
         protected_collections: config.protected_collections.clone(),
     });
-    let log = web::Data::new(LogReader::new(store, replay_counters));
+    let log = web::Data::new(LogReader::new(store, replay_counters, config.lease_ttl));
     let gate = web::Data::new(start_gate(config, tokens, cluster.stats.denied.clone()));
     let replay = web::Data::new(replay);
     reload_on_sighup(gate.clone());
@@ -197,16 +210,12 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
             .configure(http::routes)
     })
     .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64);
-    let (server, scheme) = match tls.listener {
-        Some(listener) => (server.bind_rustls_0_23(config.listen_addr, listener)?, "https"),
-        None => (server.bind(config.listen_addr)?, "http"),
+    let server = match tls.listener {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
     };
-    // The bound address, which differs from LISTEN_ADDR when that asks for port 0.
-    for addr in server.addrs() {
-        info!("listening on {scheme}://{addr}");
-    }
-    let server = server.run();
-    server.await?;
+    info!("listening on {scheme}://{bound}");
+    server.run().await?;
     if let Err(e) = wal
         .send(Drain)
         .await
@@ -217,5 +226,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
             "shutdown: the last write outcomes could not be committed ({e}); recovery will queue those writes"
         );
     }
+    // Drained and committed: another proxy may lead at once.
+    let _ = lease.send(Release).await;
     Ok(())
 }

@@ -60,6 +60,31 @@ pub struct Config {
     #[arg(long, env, default_value = "127.0.0.1:8080", value_parser = parse::socket_addr)]
     pub listen_addr: SocketAddr,
 
+    /// This proxy's name among the proxies sharing the WAL, in `/status`, the log and the lease.
+    /// It must be unique: a proxy that starts under the lease holder's id takes the lease at
+    /// once, as a restart of that holder.
+    ///
+    /// Unset by default: the host name and the listening port, unique on one host.
+    #[arg(long, env, value_parser = parse::proxy_id)]
+    pub proxy_id: Option<String>,
+
+    /// How the other proxies sharing the WAL reach this one (its base URL): followers forward
+    /// requests there while it leads.
+    ///
+    /// Unset by default: http(s)://LISTEN_ADDR with the bound port; required when LISTEN_ADDR
+    /// is a wildcard address (0.0.0.0, ::), which no other proxy can dial.
+    #[arg(long, env, value_parser = parse::proxy_url)]
+    pub advertise_url: Option<String>,
+
+    /// How long the leader's lease lasts unrenewed (renewed every third of it): a leader that
+    /// dies is replaced after about this long plus a tenth.
+    ///
+    /// 5s by default: a takeover within about 6 s, and room for three renewals to fail on a
+    /// slow store before the leader lapses for nothing.
+    #[arg(long, env, default_value = "5s", value_parser = parse::lease_ttl)]
+    #[serde(serialize_with = "show::duration")]
+    pub lease_ttl: Duration,
+
     /// PEM certificate chain (the proxy's certificate first) to serve HTTPS with; needs
     /// TLS_KEY_FILE.
     ///
@@ -587,6 +612,15 @@ impl Config {
             )),
             _ => {}
         }
+        if self.listen_addr.ip().is_unspecified() && self.advertise_url.is_none() {
+            errors.push(error(
+                "ADVERTISE_URL",
+                format!(
+                    "required when LISTEN_ADDR is a wildcard address ({}): the URL the other proxies reach this one at",
+                    self.listen_addr
+                ),
+            ));
+        }
         if self.wal_retention < self.idempotency_ttl {
             errors.push(error(
                 "WAL_RETENTION",
@@ -643,8 +677,36 @@ pub(crate) mod parse {
     /// A Chroma base URL: `http://host[:port]` or `https://host[:port]`, no credentials, path,
     /// query or fragment; returned as its origin (no trailing slash).
     pub fn chroma_url(text: &str) -> Result<String, String> {
+        base_url(text, "Chroma URL")
+    }
+
+    /// How other proxies reach this one: a base URL as [`chroma_url`] takes it.
+    pub fn proxy_url(text: &str) -> Result<String, String> {
+        base_url(text, "proxy URL")
+    }
+
+    /// A PROXY_ID: 1 to 100 visible ASCII characters.
+    pub fn proxy_id(text: &str) -> Result<String, String> {
+        let id = text.trim();
+        if id.is_empty() || id.len() > 100 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("`{id}` is not 1 to 100 visible ASCII characters"));
+        }
+        Ok(id.to_string())
+    }
+
+    /// A LEASE_TTL: a duration of at least one second (renewed every third of it, a shorter
+    /// lease would lapse on an ordinary store hiccup).
+    pub fn lease_ttl(text: &str) -> Result<Duration, String> {
+        let ttl = duration(text)?;
+        if ttl < Duration::from_secs(1) {
+            return Err(format!("`{}` is shorter than 1s", text.trim()));
+        }
+        Ok(ttl)
+    }
+
+    fn base_url(text: &str, what: &str) -> Result<String, String> {
         let text = text.trim().trim_end_matches('/');
-        let bad = |why: &str| format!("`{text}` is not a usable Chroma URL: {why}");
+        let bad = |why: &str| format!("`{text}` is not a usable {what}: {why}");
         let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad("only http://host:port or https://host:port is supported"));

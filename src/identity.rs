@@ -118,6 +118,11 @@ impl MappingTable {
         f(&mut self.maps.write().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Forgets every collection, before the table is loaded again from the log (a new leader).
+    pub fn clear(&self) {
+        self.write(|m| *m = Maps::default());
+    }
+
     /// The id of canonical collection `id` on `instance`.
     pub fn to_instance(&self, id: &str, instance: InstanceId) -> Translation {
         self.read(|m| match m.by_canonical.get(&CanonicalId(id.to_string())) {

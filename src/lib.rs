@@ -34,6 +34,9 @@
 //! - [`progress`]: what each instance still owes, for read-your-writes routing.
 //! - [`policy`]: read or write, the scopes of progress, the claims of writes and how they nest.
 //! - [`ordering`]: writes whose claims conflict pass through the proxy one at a time.
+//! - [`leadership`]: who leads the proxies sharing the log, read on every request;
+//!   [`actors::lease`]: `LeaseActor`, which takes and renews the lease and fences the log.
+//! - [`http::follow`]: a follower's requests, forwarded to the leader.
 
 pub mod actors;
 pub mod app;
@@ -45,6 +48,7 @@ pub mod events;
 pub mod http;
 pub mod identity;
 pub mod instance;
+pub mod leadership;
 pub mod ordering;
 pub mod policy;
 pub mod progress;

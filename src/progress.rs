@@ -43,6 +43,12 @@ impl Progress {
         f(&mut owed)
     }
 
+    /// Forgets what every instance owes, before it is loaded again from the log (a new leader).
+    pub fn clear(&self) {
+        self.with(|owed| owed.iter_mut().for_each(HashMap::clear));
+        self.settled.notify_waiters();
+    }
+
     /// `n` more writes of `scope` owed by `instance` (startup load, or a new entry).
     pub fn owe(&self, instance: InstanceId, scope: &Scope, n: i64) {
         self.with(|owed| *owed[instance.0].entry(scope.clone()).or_insert(0) += n);

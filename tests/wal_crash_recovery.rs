@@ -81,7 +81,9 @@ fn acknowledged_writes_survive_a_proxy_kill(wal: WalBackend) {
         writer.join().unwrap();
     }
     proxy.wait_exit(Duration::from_secs(5));
-    let proxy = Proxy::start(&primary, &[&replica], &settings);
+    // Restarted as a supervisor would: same address, so same PROXY_ID, and it takes its own
+    // lease back at once.
+    proxy.spawn();
 
     let outcomes = outcomes.lock().unwrap().clone();
     let acked: Vec<(&String, &String)> = outcomes

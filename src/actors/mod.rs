@@ -1,9 +1,12 @@
 //! The actors of the proxy, one per file, each with its messages beside it.
 //!
 //! Actors never block their thread: network calls are spawned futures, and nothing here waits on
-//! another actor's answer inside a handler.
+//! another actor's answer inside a handler. The two exceptions block a thread of their own: the
+//! WAL writer (its group commits) and the lease keeper (its renewals must not wait behind
+//! anything).
 
 pub mod health;
+pub mod lease;
 pub mod mapping;
 pub mod replay;
 pub mod retention;

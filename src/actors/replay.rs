@@ -27,6 +27,7 @@ use crate::apply::translate::{PresenceCheck, identity_changes, known_by_name, pr
 use crate::chroma::routes::{Operation, Route, classify};
 use crate::identity::{MappingTable, Translation};
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
+use crate::leadership::Leadership;
 use crate::policy::{self, Claim, Scope};
 use crate::progress::Progress;
 use crate::tls::UpstreamTls;
@@ -108,6 +109,8 @@ pub struct ReplayParts {
     /// Longest wait for an instance's answer to a replayed batch (WRITE_TIMEOUT).
     pub write_timeout: Duration,
     pub tls: UpstreamTls,
+    /// Replay is the leader's: nothing is sent once this proxy may not execute.
+    pub leadership: Arc<Leadership>,
 }
 
 #[derive(Default)]
@@ -162,6 +165,10 @@ impl ReplayActor {
             return;
         }
         if lane.deferred || !lane.usable || lane.retry_at.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
+        // The lease keeper wakes replay once this proxy leads.
+        if !self.parts.leadership.may_execute() {
             return;
         }
         let wait =
@@ -325,6 +332,9 @@ enum Refusal {
     /// The instance applied it, but the log could not record what that implies (a mapping):
     /// not the entry's fault, so not counted as an attempt.
     Store(WalError),
+    /// This proxy may not execute any more (it lost or could not renew the lease): nothing was
+    /// sent.
+    NotLeader,
 }
 
 /// What a lane does after one batch.
@@ -470,6 +480,10 @@ impl LaneRun {
 
     /// The log could not be read or written: back off as for an outage, or, for a bug, longer.
     fn store_trouble(&self, what: &str, e: &WalError) -> LaneEnd {
+        if let WalError::Fenced(_) = e {
+            info!("{what} for {}: {e}", self.name());
+            return LaneEnd::Idle;
+        }
         warn!("{what} for {}: {e}", self.name());
         match e {
             WalError::Bug(_) => LaneEnd::Backoff(BACKOFF_MAX),
@@ -495,6 +509,10 @@ impl LaneRun {
                     self.name()
                 );
                 Step::Stop(LaneEnd::Backoff(SLOW_PAUSE))
+            }
+            Err(Refusal::NotLeader) => {
+                info!("replay to {} stopped: this proxy does not lead", self.name());
+                Step::Stop(LaneEnd::Idle)
             }
             Err(Refusal::Store(e)) => {
                 Step::Stop(self.store_trouble(
@@ -575,6 +593,10 @@ impl LaneRun {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), Refusal> {
+        // Right before sending: a proxy whose lease lapsed sends nothing more.
+        if !self.parts.leadership.may_execute() {
+            return Err(Refusal::NotLeader);
+        }
         let sent = self
             .client
             .request(method, format!("{base}{path}"))

@@ -2,7 +2,7 @@
 //! deletes log entries older than WAL_RETENTION that every instance has applied (or that were
 //! rejected), a bounded number per round.
 //!
-//! It never deletes an entry some instance still lacks, and never runs on an executor thread
+//! It runs only on the leader. It never deletes an entry some instance still lacks, and never runs on an executor thread
 //! (the purge is a blocking call on actix's blocking pool).
 
 use std::time::Duration;
@@ -10,6 +10,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use log::{info, warn};
 
+use std::sync::Arc;
+
+use crate::leadership::Leadership;
 use crate::wal::models::now_ms;
 use crate::wal::store::WalStore;
 
@@ -23,17 +26,25 @@ pub struct RetentionActor {
     store: WalStore,
     retention: Duration,
     idempotency_ttl: Duration,
+    leadership: Arc<Leadership>,
     running: bool,
 }
 
 impl RetentionActor {
-    /// A purger of `store` keeping entries for `retention` and keys for `idempotency_ttl`.
-    pub fn new(store: WalStore, retention: Duration, idempotency_ttl: Duration) -> Self {
-        Self { store, retention, idempotency_ttl, running: false }
+    /// A purger of `store` keeping entries for `retention` and keys for `idempotency_ttl`,
+    /// while this proxy leads.
+    pub fn new(
+        store: WalStore,
+        retention: Duration,
+        idempotency_ttl: Duration,
+        leadership: Arc<Leadership>,
+    ) -> Self {
+        Self { store, retention, idempotency_ttl, leadership, running: false }
     }
 
     fn purge(&mut self, ctx: &mut Context<Self>) {
-        if self.running {
+        // The leader's duty; the store would refuse anyone else anyway.
+        if self.running || !self.leadership.may_execute() {
             return;
         }
         self.running = true;

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use log::{error, info};
+use log::{error, info, warn};
 use tokio::sync::oneshot;
 
 use super::guarded;
@@ -49,6 +49,8 @@ type Waiter<T> = oneshot::Sender<Result<T, WalError>>;
 pub struct WalWriterActor {
     store: WalStore,
     idempotency_ttl: Duration,
+    /// The lease epoch `next_seq` was worked out under: a new term starts from the log's head.
+    term: i64,
     next_seq: i64,
     appends: Vec<(WriteRecord, Waiter<Appended>)>,
     /// Outcomes to record; the waiter is gone once answered (a failed commit is retried
@@ -60,12 +62,13 @@ pub struct WalWriterActor {
 }
 
 impl WalWriterActor {
-    /// A writer that numbers new entries after `head`.
-    pub fn new(store: WalStore, head: Seq, idempotency_ttl: Duration) -> Self {
+    /// A writer that numbers new entries after the log's head as it is when this proxy leads.
+    pub fn new(store: WalStore, idempotency_ttl: Duration) -> Self {
         Self {
             store,
             idempotency_ttl,
-            next_seq: head.0 + 1,
+            term: 0,
+            next_seq: 0,
             appends: Vec::new(),
             resolutions: Vec::new(),
             flush_scheduled: false,
@@ -84,6 +87,19 @@ impl WalWriterActor {
     fn flush(&mut self) -> Result<(), WalError> {
         let take = self.appends.len().min(MAX_BATCH);
         let batch: Vec<(WriteRecord, Waiter<Appended>)> = self.appends.drain(..take).collect();
+        let epoch = self.store.epoch();
+        if epoch != self.term && epoch > 0 {
+            // Another leader may have appended since this proxy last did: number after the head.
+            match self.store.head_seq() {
+                Ok(head) => (self.next_seq, self.term) = (head.0 + 1, epoch),
+                Err(e) => {
+                    for (_, waiter) in batch {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
         // Outcomes stay here until their commit succeeds: a failed or panicking commit loses
         // none of them.
         let resolutions: Vec<Resolution> =
@@ -108,6 +124,24 @@ impl WalWriterActor {
                     }
                 }
                 Ok(())
+            }
+            Err(e @ WalError::Fenced(_)) => {
+                // Nothing was written, and nothing can be under this epoch: the next leader's
+                // recovery queues this proxy's unresolved entries for replay everywhere.
+                warn!(
+                    "write-ahead log: {e}; {} appends refused, {} outcomes left to the next leader's recovery",
+                    batch.len(),
+                    self.resolutions.len()
+                );
+                for (_, waiter) in self.resolutions.drain(..) {
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+                for (_, waiter) in batch {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+                Err(e)
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.store_down, true) {

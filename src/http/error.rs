@@ -11,6 +11,9 @@ use crate::chroma::errors::ErrorName;
 use crate::chroma::routes::RouteError;
 use crate::wal::store::WalError;
 
+/// Response header of a [`ApiError::NotLeader`] answer.
+pub const NOT_LEADER_HEADER: &str = "x-chroma-ha-not-leader";
+
 /// A request the proxy answers without an instance's help.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -47,6 +50,11 @@ pub enum ApiError {
     /// No instance could serve the request.
     #[error("no usable Chroma instance: {0}")]
     Unavailable(String),
+    /// This proxy does not lead, and the request may not be forwarded (again) to the one that
+    /// does; nothing was logged or executed. Marked with [`NOT_LEADER_HEADER`], so that the
+    /// follower that forwarded it sends it to the new leader.
+    #[error("this proxy is not the leader: {0}")]
+    NotLeader(String),
     /// An instance's answer could not be passed on.
     #[error("{0}")]
     BadGateway(String),
@@ -69,7 +77,7 @@ pub enum ApiError {
 /// anything else a bug (500).
 fn wal_status(e: &WalError) -> StatusCode {
     match e {
-        WalError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WalError::Unavailable(_) | WalError::Fenced(_) => StatusCode::SERVICE_UNAVAILABLE,
         WalError::Conflict(_) => StatusCode::CONFLICT,
         WalError::Bug(_) | WalError::Migration(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -94,6 +102,7 @@ impl ApiError {
                 ErrorName::Chroma
             }
             Self::Unavailable(_)
+            | Self::NotLeader(_)
             | Self::Wal(_)
             | Self::NotLogged(_)
             | Self::BadGateway(_)
@@ -112,7 +121,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AdminDisabled | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Wal(e) | Self::NotLogged(e) => wal_status(e),
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -124,8 +133,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": self.name().as_str(), "message": self.to_string()}))
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::NotLeader(_)) {
+            response.insert_header((NOT_LEADER_HEADER, "1"));
+        }
+        response.json(json!({"error": self.name().as_str(), "message": self.to_string()}))
     }
 }
 

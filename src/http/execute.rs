@@ -79,6 +79,13 @@ pub async fn execute(
             failures.push(format!("{name}: still catching up after {timeout:?}"));
             continue;
         }
+        // Right before sending: a leader whose lease lapsed executes nothing more. The entry's
+        // outcome is unknown to this proxy (the next leader may replay it), so it is queued.
+        if access == Access::Write && !cluster.leadership.may_execute() {
+            warn!("{method} {path}: not sent to {name}: this proxy's lease lapsed");
+            failures.push("this proxy's leader lease lapsed before the write was sent".into());
+            return Execution::Unreachable { detail: failures.join("; "), may_have_arrived: true };
+        }
         let prepared = match prepare(*id) {
             Ok(prepared) => prepared,
             Err(e) => {

@@ -6,24 +6,35 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::web;
 
 use super::error::ApiError;
 use crate::actors::replay::ReplayCounters;
-use crate::wal::models::Seq;
-use crate::wal::store::{Backlog, FailedReplay, TransactionView, WalError, WalStatus, WalStore};
+use crate::wal::models::{Seq, now_ms};
+use crate::wal::store::{
+    Backlog, FailedReplay, Member, TransactionView, WalError, WalStatus, WalStore,
+};
 
 /// Reads of the log for the endpoints.
 pub struct LogReader {
     store: WalStore,
     counters: Arc<ReplayCounters>,
+    /// LEASE_TTL: a proxy not heard from for three of them is left out of the roll call.
+    lease_ttl: Duration,
 }
 
 impl LogReader {
     /// A reader of `store`; `counters` are replay's, for status.
-    pub fn new(store: WalStore, counters: Arc<ReplayCounters>) -> Self {
-        Self { store, counters }
+    pub fn new(store: WalStore, counters: Arc<ReplayCounters>, lease_ttl: Duration) -> Self {
+        Self { store, counters, lease_ttl }
+    }
+
+    /// The proxies sharing the log heard from lately (within three LEASE_TTLs), by id.
+    pub async fn members(&self) -> Result<Vec<Member>, ApiError> {
+        let since = now_ms() - 3 * self.lease_ttl.as_millis() as i64;
+        self.read(move |store| store.members(since)).await
     }
 
     async fn read<T: Send + 'static>(

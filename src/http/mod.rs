@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod error;
 pub mod execute;
+pub mod follow;
 pub mod gate;
 pub mod log_reader;
 pub mod proxy;
@@ -34,6 +35,7 @@ use crate::chroma::headers::keep_response_header;
 use crate::events::Events;
 use crate::identity::MappingTable;
 use crate::instance::InstanceSpec;
+use crate::leadership::Leadership;
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::{Stats, bump};
@@ -66,6 +68,8 @@ pub struct Cluster {
     pub started: Instant,
     /// Recent transitions, for `/events`.
     pub events: Arc<Events>,
+    /// Who leads the proxies sharing the log; writes are executed only while this one does.
+    pub leadership: Arc<Leadership>,
 }
 
 impl Cluster {

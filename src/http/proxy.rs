@@ -13,10 +13,12 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::execute::{Execution, candidates, execute};
+use super::follow::{self, FORWARDED_BY_HEADER, Routed};
 use super::gate::Gate;
 use super::{Cluster, Identities, Worker, WritePath, path_and_query, respond, write};
 use crate::apply::effects::{DISCOVERY_RETRY, discover};
 use crate::apply::translate::{canonical_answer, prepare};
+use crate::auth::Token;
 use crate::chroma::routes::{IDENTITY_PATH, Route, RouteError, classify};
 use crate::identity::Translation;
 use crate::instance::InstanceId;
@@ -57,6 +59,7 @@ pub async fn forward(
 }
 
 /// What a proxied request may use.
+#[derive(Clone)]
 struct Handles {
     gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
@@ -90,6 +93,39 @@ async fn serve(
             })));
         }
     }
+    let access = Access::of(route.op);
+    let handles = Handles { gate, cluster, ids, writes, worker };
+    let forwarded = req.headers().contains_key(FORWARDED_BY_HEADER);
+    let mut made_key = None;
+    loop {
+        let (cluster, worker) = (&handles.cluster, &handles.worker);
+        match follow::route(&req, (access, &body), cluster, worker, &mut made_key).await? {
+            Routed::Answered(answer) => return Ok(respond(answer)),
+            Routed::Here => {}
+        }
+        let (req, route, body) = (req.clone(), route.clone(), body.clone());
+        let caller = caller.clone();
+        let key = made_key.clone();
+        match here(req, route, body, (caller, key), handles.clone()).await {
+            // The lease moved between the check and the log: nothing was logged; the leader
+            // takes it (a request forwarded here once is answered this 503 instead).
+            Err(ApiError::NotLeader(_)) if !forwarded => continue,
+            answer => return answer,
+        }
+    }
+}
+
+/// Serves a request this proxy leads for: discovery of an unknown collection, then the read
+/// path or the write path.
+async fn here(
+    req: HttpRequest,
+    route: Route,
+    body: Bytes,
+    (caller, made_key): (Option<std::sync::Arc<Token>>, Option<String>),
+    handles: Handles,
+) -> Result<HttpResponse, ApiError> {
+    let Handles { cluster, ids, writes, worker, .. } = handles;
+    let stats = &cluster.stats;
     if let Some(id) = route.collection_id()
         && ids.table.to_instance(id, InstanceId(0)) == Translation::Unknown
         && ids.discovery.due(id)
@@ -136,7 +172,7 @@ async fn serve(
             // its log entry and its recorded outcome.
             let write = actix_web::rt::spawn(async move {
                 let handles = write::Handles { cluster: &cluster, ids: &ids, writes: &writes };
-                let caller = caller.as_deref();
+                let caller = (caller.as_deref(), made_key);
                 write::write(&req, &route, body, handles, caller, &worker).await
             });
             write.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("write task: {e}"))))

@@ -22,6 +22,7 @@ use crate::apply::effects::record_changes;
 use crate::apply::translate::{canonical_answer, identity_changes, prepare};
 use crate::auth::Token;
 use crate::chroma::routes::{Operation, Route};
+use crate::leadership::Standing;
 use crate::policy::{Access, Claim, Scope};
 use crate::progress::Applied;
 use crate::wal::models::{EntryRow, EntryState, Resolution, Seq, WriteRecord};
@@ -42,20 +43,21 @@ pub struct Handles<'a> {
     pub writes: &'a WritePath,
 }
 
-/// Logs, executes and resolves one write.
+/// Logs, executes and resolves one write. `made_key` is the idempotency key a follower made for
+/// it (see [`super::follow`]) when the client sent none.
 pub async fn write(
     req: &HttpRequest,
     route: &Route,
     body: Bytes,
     handles: Handles<'_>,
-    caller: Option<&Token>,
+    (caller, made_key): (Option<&Token>, Option<String>),
     worker: &Worker,
 ) -> Result<HttpResponse, ApiError> {
     let Handles { cluster, ids, writes } = handles;
     refuse_protected(req, route, writes)?;
     // Keys are the caller's own: another token reusing one gets its own entry, never this
     // caller's stored answer.
-    let key = idempotency_key(req)?.map(|key| match caller {
+    let key = idempotency_key(req)?.or(made_key).map(|key| match caller {
         Some(token) => format!("{}/{key}", token.name),
         None => key,
     });
@@ -88,13 +90,19 @@ pub async fn write(
         scope: scope.clone(),
     };
     let txn_id = record.txn_id.clone();
+    if !cluster.leadership.may_execute() {
+        return Err(not_leading(cluster));
+    }
     let appending = Instant::now();
     let appended = writes.wal.send(Append(record.clone())).await;
     cluster.stats.wal_append.observe(appending.elapsed().as_secs_f64());
     let appended = appended
         .map_err(|e| WalError::Unavailable(format!("the WAL writer did not answer: {e}")))
         .and_then(|appended| appended)
-        .map_err(ApiError::NotLogged)?;
+        .map_err(|e| match e {
+            WalError::Fenced(why) => ApiError::NotLeader(why),
+            e => ApiError::NotLogged(e),
+        })?;
     let seq = match appended {
         Appended::Logged(seq) => seq,
         Appended::Duplicate(earlier) => return answer_again(&record, *earlier),
@@ -176,6 +184,17 @@ impl Drop for OwedOutcome<'_> {
             applied_on: None,
         }));
         writes.replay.do_send(Wake);
+    }
+}
+
+/// Why a write is not logged here: this proxy follows (the request goes to the leader), or its
+/// lease lapsed (refused: its store is unreachable, and no other proxy can lead meanwhile).
+fn not_leading(cluster: &Cluster) -> ApiError {
+    match cluster.leadership.view().standing {
+        Standing::Lapsed => ApiError::NotLogged(WalError::Fenced(
+            "its lease could not be renewed (the write-ahead log store does not answer)".into(),
+        )),
+        _ => ApiError::NotLeader("another proxy leads now".into()),
     }
 }
 

@@ -221,6 +221,8 @@ pub struct NewEntry<'a> {
     pub state: EntryState,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The leader's epoch that logged it.
+    pub epoch: i64,
 }
 
 /// One stored entry.

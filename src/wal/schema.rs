@@ -18,6 +18,7 @@ diesel::table! {
         error -> Nullable<Text>,
         created_ms -> BigInt,
         updated_ms -> BigInt,
+        epoch -> BigInt,
     }
 }
 
@@ -43,6 +44,30 @@ diesel::table! {
         database_name -> Text,
         name -> Text,
         updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Leadership of the proxies sharing the log: one row, id 1.
+    proxy_lease (id) {
+        id -> Integer,
+        holder -> Nullable<Text>,
+        epoch -> BigInt,
+        url -> Nullable<Text>,
+        ttl_ms -> BigInt,
+        renewals -> BigInt,
+        expires_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Every proxy sharing the log, as last heard from.
+    proxy_members (proxy_id) {
+        proxy_id -> Text,
+        url -> Text,
+        role -> Text,
+        epoch -> BigInt,
+        seen_ms -> BigInt,
     }
 }
 

@@ -6,6 +6,8 @@
 //! async executor thread. Queries page or aggregate: nothing here loads the whole log.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -20,13 +22,18 @@ use super::models::{
     AppliedRow, ApplyState, EntryRow, EntryState, MappingRow, NewEntry, PendingEntry, Resolution,
     Seq, WriteRecord, now_ms,
 };
-use super::schema::{collection_map, wal_applied, wal_entries};
+use super::schema::{collection_map, proxy_lease, wal_applied, wal_entries};
 use crate::config::DatabaseUrl;
 use crate::instance::InstanceName;
 use crate::policy::Scope;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// PostgreSQL advisory lock key held while migrating ("chroma-ha" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6368_726f_6d61_6861;
+/// The lease table's one row.
+const LEASE_ROW: i32 = 1;
 
 /// Longest wait for a pooled connection: a WAL store that does not answer in this time is down,
 /// and the write is refused rather than left hanging.
@@ -50,6 +57,10 @@ pub enum WalError {
     /// The schema could not be brought up to date.
     #[error("write-ahead log migration failed: {0}")]
     Migration(String),
+    /// This proxy does not hold the leader's lease (any more): nothing was changed, and the
+    /// proxy steps down.
+    #[error("this proxy is not the leader: {0}")]
+    Fenced(String),
 }
 
 impl From<diesel::result::Error> for WalError {
@@ -106,6 +117,9 @@ macro_rules! with_conn {
     };
 }
 
+mod lease;
+pub use lease::{Lease, Member};
+
 /// Durability settings applied to every SQLite connection.
 #[derive(Debug)]
 struct SqliteDurability;
@@ -156,6 +170,66 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgDurability {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         // Whatever the server, database or role default: a commit is on disk when it returns.
         conn.batch_execute("SET synchronous_commit TO on").map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Transactions that change the log, fenced: each checks, inside itself, that the lease's
+/// epoch is still the one this proxy holds, and aborts otherwise (DESIGN 12). PostgreSQL
+/// shares a lock on the lease row for the transaction's length, so a takeover's update waits for
+/// it, and a transaction that starts after the takeover sees the new epoch; SQLite's immediate
+/// transactions take the write lock at their start, which a takeover needs too.
+trait Fencing: Sized {
+    /// Runs `f` in a transaction that holds the lease at `epoch` for its whole length.
+    fn fenced<T>(
+        &mut self,
+        epoch: i64,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError>;
+}
+
+/// The error for a lease now at `(epoch, holder)`, when this proxy held `mine`.
+fn fenced_out(mine: i64, (epoch, holder): (i64, Option<String>)) -> Result<(), WalError> {
+    if epoch == mine && mine > 0 {
+        return Ok(());
+    }
+    let holder = holder.as_deref().unwrap_or("nobody");
+    Err(WalError::Fenced(format!(
+        "the lease is at epoch {epoch}, held by {holder}; this proxy held epoch {mine}"
+    )))
+}
+
+impl Fencing for PgConnection {
+    fn fenced<T>(
+        &mut self,
+        epoch: i64,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        self.transaction(|c| {
+            let lease = proxy_lease::table
+                .find(LEASE_ROW)
+                .select((proxy_lease::epoch, proxy_lease::holder))
+                .for_share()
+                .first(c)?;
+            fenced_out(epoch, lease)?;
+            f(c)
+        })
+    }
+}
+
+impl Fencing for SqliteConnection {
+    fn fenced<T>(
+        &mut self,
+        epoch: i64,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        self.immediate_transaction(|c| {
+            let lease = proxy_lease::table
+                .find(LEASE_ROW)
+                .select((proxy_lease::epoch, proxy_lease::holder))
+                .first(c)?;
+            fenced_out(epoch, lease)?;
+            f(c)
+        })
     }
 }
 
@@ -243,11 +317,14 @@ pub struct InstanceApplication {
     pub last_error: Option<String>,
 }
 
-/// Handle on the WAL database; cheap to clone (the pool is shared).
+/// Handle on the WAL database; cheap to clone (the pool, and the epoch this proxy holds, are
+/// shared).
 #[derive(Clone)]
 pub struct WalStore {
-    pool: std::sync::Arc<AnyPool>,
-    instances: std::sync::Arc<Vec<InstanceName>>,
+    pool: Arc<AnyPool>,
+    instances: Arc<Vec<InstanceName>>,
+    /// The lease epoch this proxy holds, 0 for none: every change to the log is fenced on it.
+    epoch: Arc<AtomicI64>,
 }
 
 impl WalStore {
@@ -262,8 +339,14 @@ impl WalStore {
                     .build(ConnectionManager::<PgConnection>::new(url))
                     .map_err(|e| WalError::Unavailable(e.to_string()))?;
                 let mut conn = pool.get()?;
-                conn.run_pending_migrations(POSTGRES_MIGRATIONS)
-                    .map_err(|e| WalError::Migration(e.to_string()))?;
+                // Several proxies may start at once on one database: one migrates at a time.
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+                let migrated = conn
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(drop)
+                    .map_err(|e| WalError::Migration(e.to_string()));
+                conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+                migrated?;
                 AnyPool::Postgres(pool)
             }
             DatabaseUrl::Sqlite(path) => {
@@ -274,12 +357,31 @@ impl WalStore {
                     .build(ConnectionManager::<SqliteConnection>::new(path.to_string_lossy()))
                     .map_err(|e| WalError::Unavailable(e.to_string()))?;
                 let mut conn = pool.get()?;
-                conn.run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map_err(|e| WalError::Migration(e.to_string()))?;
+                // Several processes may start at once on one file: one migrates at a time.
+                conn.immediate_transaction(|c| {
+                    c.run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map(drop)
+                        .map_err(|e| WalError::Migration(e.to_string()))
+                })?;
                 AnyPool::Sqlite(pool)
             }
         };
-        Ok(Self { pool: std::sync::Arc::new(pool), instances: std::sync::Arc::new(instances) })
+        Ok(Self {
+            pool: Arc::new(pool),
+            instances: Arc::new(instances),
+            epoch: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// The lease epoch this proxy holds, 0 for none.
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Changes to the log are made under `epoch` from now on (0: none are). The lease keeper
+    /// calls it once it took the lease at that epoch; the store fences on it either way.
+    pub fn hold(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
     }
 
     /// `postgresql` or `sqlite`.
@@ -296,7 +398,7 @@ impl WalStore {
     pub fn recover(&self) -> Result<(usize, usize), WalError> {
         let known = self.instances.as_slice();
         with_conn!(self.pool, |conn| {
-            conn.transaction::<_, WalError, _>(|c| {
+            conn.fenced(self.epoch(), |c| {
                 let queued = diesel::update(
                     wal_entries::table.filter(wal_entries::state.eq(EntryState::Logged)),
                 )
@@ -342,9 +444,10 @@ impl WalStore {
     ) -> Result<Vec<Appended>, WalError> {
         let instances = self.instances.as_slice();
         let durable = !appends.is_empty();
+        let epoch = self.epoch();
         with_conn!(self.pool, |conn| {
             conn.before_transaction(durable)?;
-            conn.transaction::<_, WalError, _>(|c| {
+            conn.fenced(epoch, |c| {
                 let now = now_ms();
                 let mut outcomes = Vec::with_capacity(appends.len());
                 let mut rows = Vec::with_capacity(appends.len());
@@ -395,6 +498,7 @@ impl WalStore {
                         state: EntryState::Logged,
                         created_ms: now,
                         updated_ms: now,
+                        epoch,
                     });
                     outcomes.push(Appended::Logged(Seq(next)));
                     next += 1;
@@ -533,7 +637,7 @@ impl WalStore {
         limit: i64,
     ) -> Result<(usize, usize), WalError> {
         with_conn!(self.pool, |conn| {
-            conn.transaction::<_, WalError, _>(|c| {
+            conn.fenced(self.epoch(), |c| {
                 let keys = diesel::update(
                     wal_entries::table
                         .filter(wal_entries::idempotency_key.is_not_null())
@@ -594,13 +698,15 @@ impl WalStore {
     /// Inserts or replaces one instance's id for a canonical collection.
     pub fn save_mapping(&self, row: &MappingRow) -> Result<(), WalError> {
         with_conn!(self.pool, |conn| {
-            diesel::insert_into(collection_map::table)
-                .values(row)
-                .on_conflict((collection_map::canonical_id, collection_map::instance))
-                .do_update()
-                .set(row)
-                .execute(conn)?;
-            Ok(())
+            conn.fenced(self.epoch(), |c| {
+                diesel::insert_into(collection_map::table)
+                    .values(row)
+                    .on_conflict((collection_map::canonical_id, collection_map::instance))
+                    .do_update()
+                    .set(row)
+                    .execute(c)?;
+                Ok(())
+            })
         })
     }
 
@@ -611,14 +717,15 @@ impl WalStore {
         canonical: Option<&str>,
     ) -> Result<(), WalError> {
         with_conn!(self.pool, |conn| {
-            let rows = collection_map::table.filter(collection_map::instance.eq(instance));
-            match canonical {
-                Some(c) => {
-                    diesel::delete(rows.filter(collection_map::canonical_id.eq(c))).execute(conn)?
-                }
-                None => diesel::delete(rows).execute(conn)?,
-            };
-            Ok(())
+            conn.fenced(self.epoch(), |c| {
+                let rows = collection_map::table.filter(collection_map::instance.eq(instance));
+                match canonical {
+                    Some(id) => diesel::delete(rows.filter(collection_map::canonical_id.eq(id)))
+                        .execute(c)?,
+                    None => diesel::delete(rows).execute(c)?,
+                };
+                Ok(())
+            })
         })
     }
 
@@ -672,18 +779,20 @@ impl WalStore {
     pub fn mark_applied(&self, instance: &InstanceName, seqs: &[Seq]) -> Result<(), WalError> {
         with_conn!(self.pool, |conn| {
             conn.before_transaction(false)?;
-            diesel::update(
-                wal_applied::table
-                    .filter(wal_applied::instance.eq(instance))
-                    .filter(wal_applied::seq.eq_any(seqs)),
-            )
-            .set((
-                wal_applied::state.eq(ApplyState::Applied),
-                wal_applied::attempts.eq(wal_applied::attempts + 1),
-                wal_applied::updated_ms.eq(now_ms()),
-            ))
-            .execute(conn)?;
-            Ok(())
+            conn.fenced(self.epoch(), |c| {
+                diesel::update(
+                    wal_applied::table
+                        .filter(wal_applied::instance.eq(instance))
+                        .filter(wal_applied::seq.eq_any(seqs)),
+                )
+                .set((
+                    wal_applied::state.eq(ApplyState::Applied),
+                    wal_applied::attempts.eq(wal_applied::attempts + 1),
+                    wal_applied::updated_ms.eq(now_ms()),
+                ))
+                .execute(c)?;
+                Ok(())
+            })
         })
     }
 
@@ -697,24 +806,23 @@ impl WalStore {
         max_attempts: i32,
     ) -> Result<bool, WalError> {
         with_conn!(self.pool, |conn| {
-            let row = wal_applied::table
-                .filter(wal_applied::instance.eq(instance))
-                .filter(wal_applied::seq.eq(seq));
-            let attempts: i32 = row.select(wal_applied::attempts).first(conn)?;
-            let failed = attempts + 1 >= max_attempts;
-            diesel::update(row)
-                .set((
-                    wal_applied::attempts.eq(attempts + 1),
-                    wal_applied::last_error.eq(error),
-                    wal_applied::state.eq(if failed {
-                        ApplyState::Failed
-                    } else {
-                        ApplyState::Pending
-                    }),
-                    wal_applied::updated_ms.eq(now_ms()),
-                ))
-                .execute(conn)?;
-            Ok(failed)
+            conn.fenced(self.epoch(), |c| {
+                let row = wal_applied::table
+                    .filter(wal_applied::instance.eq(instance))
+                    .filter(wal_applied::seq.eq(seq));
+                let attempts: i32 = row.select(wal_applied::attempts).first(c)?;
+                let failed = attempts + 1 >= max_attempts;
+                let state = if failed { ApplyState::Failed } else { ApplyState::Pending };
+                diesel::update(row)
+                    .set((
+                        wal_applied::attempts.eq(attempts + 1),
+                        wal_applied::last_error.eq(error),
+                        wal_applied::state.eq(state),
+                        wal_applied::updated_ms.eq(now_ms()),
+                    ))
+                    .execute(c)?;
+                Ok(failed)
+            })
         })
     }
 
@@ -775,27 +883,30 @@ impl WalStore {
         instance: Option<&InstanceName>,
     ) -> Result<usize, WalError> {
         with_conn!(self.pool, |conn| {
-            let mut rows =
-                wal_applied::table.filter(wal_applied::state.eq(ApplyState::Failed)).into_boxed();
-            if let Some(seq) = seq {
-                rows = rows.filter(wal_applied::seq.eq(seq));
-            }
-            if let Some(instance) = instance {
-                rows = rows.filter(wal_applied::instance.eq(instance));
-            }
-            let keys: Vec<(Seq, InstanceName)> =
-                rows.select((wal_applied::seq, wal_applied::instance)).load(conn)?;
-            let mut count = 0;
-            for (seq, instance) in keys {
-                count += diesel::update(wal_applied::table.find((seq, instance)))
-                    .set((
-                        wal_applied::state.eq(ApplyState::Pending),
-                        wal_applied::attempts.eq(0),
-                        wal_applied::updated_ms.eq(now_ms()),
-                    ))
-                    .execute(conn)?;
-            }
-            Ok(count)
+            conn.fenced(self.epoch(), |c| {
+                let mut rows = wal_applied::table
+                    .filter(wal_applied::state.eq(ApplyState::Failed))
+                    .into_boxed();
+                if let Some(seq) = seq {
+                    rows = rows.filter(wal_applied::seq.eq(seq));
+                }
+                if let Some(instance) = instance {
+                    rows = rows.filter(wal_applied::instance.eq(instance));
+                }
+                let keys: Vec<(Seq, InstanceName)> =
+                    rows.select((wal_applied::seq, wal_applied::instance)).load(c)?;
+                let mut count = 0;
+                for (seq, instance) in keys {
+                    count += diesel::update(wal_applied::table.find((seq, instance)))
+                        .set((
+                            wal_applied::state.eq(ApplyState::Pending),
+                            wal_applied::attempts.eq(0),
+                            wal_applied::updated_ms.eq(now_ms()),
+                        ))
+                        .execute(c)?;
+                }
+                Ok(count)
+            })
         })
     }
 
@@ -809,7 +920,7 @@ impl WalStore {
         reason: &str,
     ) -> Result<Option<Scope>, WalError> {
         with_conn!(self.pool, |conn| {
-            conn.transaction::<_, WalError, _>(|c| {
+            conn.fenced(self.epoch(), |c| {
                 let owed = wal_applied::table
                     .find((seq, instance))
                     .filter(wal_applied::state.eq_any([ApplyState::Pending, ApplyState::Failed]));
