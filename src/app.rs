@@ -110,6 +110,65 @@ fn reload_on_sighup(gate: web::Data<Gate>) {
     }
 }
 
+/// What a shutdown hands over: the writes in flight, the log's writer, the lease.
+#[derive(Clone)]
+struct Handover {
+    leadership: Arc<Leadership>,
+    writes: web::Data<WritePath>,
+    wal: Addr<WalWriterActor>,
+    lease: Addr<LeaseActor>,
+    grace: std::time::Duration,
+}
+
+impl Handover {
+    /// New requests wait for the next leader; the writes in flight finish (within
+    /// SHUTDOWN_GRACE); their outcomes are committed; then the lease is released, so that
+    /// another proxy leads at once. Safe to run twice.
+    async fn run(&self) {
+        self.leadership.drain();
+        let deadline = Instant::now() + self.grace;
+        while self.writes.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && Instant::now() < deadline
+        {
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let drained = self.wal.send(Drain).await;
+        if let Err(e) =
+            drained.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            warn!(
+                "shutdown: the last write outcomes could not be committed ({e}); recovery will queue those writes"
+            );
+        }
+        let _ = self.lease.send(Release).await;
+    }
+}
+
+/// On SIGTERM or Ctrl-C (SIGINT): stops accepting, hands over (see [`Handover::run`]), and lets
+/// the server finish its connections.
+fn stop_on_signal(server: actix_web::dev::ServerHandle, handover: Handover) {
+    use actix_web::rt::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        warn!("shutdown: SIGTERM and SIGINT cannot be caught; the proxy stops only when killed");
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        let which =
+            match futures_util::future::select(Box::pin(term.recv()), Box::pin(interrupt.recv()))
+                .await
+            {
+                futures_util::future::Either::Left(_) => "SIGTERM",
+                futures_util::future::Either::Right(_) => "SIGINT",
+            };
+        info!("{which}: no new connections; draining in-flight requests");
+        let stopped = actix_web::rt::spawn(server.stop(true));
+        handover.run().await;
+        let _ = stopped.await;
+    });
+}
+
 /// Runs the proxy until SIGTERM or Ctrl-C: in-flight requests drain for SHUTDOWN_GRACE, then
 /// the WAL writer commits the last outcomes. `tls` is what [`Tls::load`] made of `config`'s
 /// files. Must run inside an actix `System`.
@@ -192,7 +251,15 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         order: WriteOrder::default(),
         replay: replay.clone(),
         protected_collections: config.protected_collections.clone(),
+        in_flight: Default::default(),
     });
+    let handover = Handover {
+        leadership: cluster.leadership.clone(),
+        writes: writes.clone(),
+        wal,
+        lease,
+        grace: config.shutdown_grace,
+    };
     let log = web::Data::new(LogReader::new(store, replay_counters, config.lease_ttl));
     let gate = web::Data::new(start_gate(config, tokens, cluster.stats.denied.clone()));
     let replay = web::Data::new(replay);
@@ -215,18 +282,11 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         None => server.listen(listener)?,
     };
     info!("listening on {scheme}://{bound}");
-    server.run().await?;
-    if let Err(e) = wal
-        .send(Drain)
-        .await
-        .map(|r| r.map_err(|e| e.to_string()))
-        .unwrap_or_else(|e| Err(e.to_string()))
-    {
-        warn!(
-            "shutdown: the last write outcomes could not be committed ({e}); recovery will queue those writes"
-        );
-    }
-    // Drained and committed: another proxy may lead at once.
-    let _ = lease.send(Release).await;
+    // Signals are handled here, not by the server, which would stop the whole system with it:
+    // the log's writer and the lease keeper still have work once requests are drained.
+    let server = server.disable_signals().run();
+    stop_on_signal(server.handle(), handover.clone());
+    server.await?;
+    handover.run().await;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! instance, so it must answer without a message; only the lease actor changes it. It never
 //! touches the network or the database.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -59,13 +60,15 @@ pub enum Target {
 pub struct Leadership {
     me: Peer,
     view: watch::Sender<View>,
+    /// Set at shutdown: no new request is served here, and writes already started finish.
+    draining: AtomicBool,
 }
 
 impl Leadership {
     /// A proxy that follows nobody yet.
     pub fn new(me: Peer) -> Self {
         let view = View { standing: Standing::Following, epoch: 0, leader: None };
-        Self { me, view: watch::Sender::new(view) }
+        Self { me, view: watch::Sender::new(view), draining: AtomicBool::new(false) }
     }
 
     /// This proxy.
@@ -84,10 +87,28 @@ impl Leadership {
         matches!(self.view.borrow().standing, Standing::Leading { deadline } if Instant::now() < deadline)
     }
 
+    /// Whether this proxy may start a new write: it may execute, and is not draining.
+    pub fn takes_writes(&self) -> bool {
+        self.may_execute() && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Shutdown: from now on requests wait for the next leader instead of being served here;
+    /// writes already started may finish.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.view.send_modify(|_| {});
+    }
+
     /// Where a request that needs the leader goes now. A lapsed leader serves it itself: no
     /// other proxy can lead while the store is unreachable for this one, and its writes are
-    /// refused by the log meanwhile.
+    /// refused by the log meanwhile. A draining proxy sends it to the next leader.
     pub fn target(&self) -> Target {
+        if self.draining.load(Ordering::SeqCst) {
+            return match &self.view.borrow().leader {
+                Some(leader) if leader.id != self.me.id => Target::Leader(leader.url.clone()),
+                _ => Target::Unknown,
+            };
+        }
         let view = self.view.borrow();
         match (&view.standing, &view.leader) {
             (Standing::Leading { .. } | Standing::Lapsed, _) => Target::Here,

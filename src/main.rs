@@ -72,7 +72,11 @@ fn main() -> ExitCode {
 /// default `info`); RUST_LOG_STYLE as env_logger reads it.
 fn init_logging(filter: &str) {
     let style = std::env::var("RUST_LOG_STYLE").unwrap_or_default();
-    env_logger::Builder::new().parse_filters(filter).parse_write_style(&style).init();
+    env_logger::Builder::new()
+        .parse_filters(filter)
+        .parse_write_style(&style)
+        .format_timestamp_millis()
+        .init();
 }
 
 /// One line per bad setting, then exit status 2.

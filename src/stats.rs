@@ -113,6 +113,10 @@ pub struct InstanceCounters {
 
 #[derive(Debug, Default)]
 struct WalGauges {
+    /// 1 while this proxy leads (holds the lease, renewed in time), 0 while it follows.
+    leader: Gauge,
+    /// The lease's epoch as this proxy last saw it.
+    lease_epoch: Gauge,
     store_up: Gauge,
     pending_writes: Gauge,
     failed_replays: Gauge,
@@ -205,6 +209,8 @@ impl Stats {
         );
         let wal = WalGauges::default();
         for (name, help, gauge) in [
+            ("leader", "1 while this proxy leads the proxies sharing the WAL", &wal.leader),
+            ("lease_epoch", "The leader lease's epoch as this proxy last saw it", &wal.lease_epoch),
             ("wal_store_up", "Whether the WAL store answered the last scrape", &wal.store_up),
             ("wal_pending_writes", "Entries some instance has not applied", &wal.pending_writes),
             ("wal_failed_replays", "Entry/instance pairs given up on", &wal.failed_replays),
@@ -274,12 +280,16 @@ impl Stats {
     }
 
     /// Every series in the Prometheus text format ([`CONTENT_TYPE`]), the gauges first set from
-    /// this scrape's samples (instances in configuration order).
+    /// this scrape's samples (instances in configuration order; whether this proxy leads, and
+    /// the lease's epoch).
     pub fn encode(
         &self,
         instances: &[InstanceSample],
         wal: Option<&WalSample>,
+        (leads, epoch): (bool, i64),
     ) -> Result<String, std::fmt::Error> {
+        self.wal.leader.set(i64::from(leads));
+        self.wal.lease_epoch.set(epoch);
         for (counters, sample) in self.instances.iter().zip(instances) {
             counters.up.set(i64::from(sample.up));
             for (state, gauge) in INSTANCE_STATES.iter().zip(&counters.states) {
@@ -429,7 +439,7 @@ mod tests {
         stats.wal_append.observe(0.000_2);
         let instances = [sample(true, "healthy", 0), sample(false, "unhealthy", 4)];
         let wal = WalSample { pending_writes: 4, failed_replays: 1, oldest_pending_seconds: 2.5 };
-        let (series, types) = parse(&stats.encode(&instances, Some(&wal)).unwrap());
+        let (series, types) = parse(&stats.encode(&instances, Some(&wal), (true, 1)).unwrap());
 
         let expect = |name: &str, value: f64| {
             assert_eq!(series.get(name), Some(&value), "{name} in {series:#?}");
@@ -473,9 +483,9 @@ mod tests {
     fn gauges_follow_the_latest_scrape() {
         let stats = Stats::new(&specs());
         let healthy = [sample(true, "healthy", 0), sample(true, "healthy", 0)];
-        stats.encode(&healthy, None).unwrap();
+        stats.encode(&healthy, None, (true, 1)).unwrap();
         let later = [sample(false, "forced_down", 0), sample(true, "catching_up", 3)];
-        let (series, _) = parse(&stats.encode(&later, None).unwrap());
+        let (series, _) = parse(&stats.encode(&later, None, (true, 1)).unwrap());
         assert_eq!(series["chroma_ha_instance_up{instance=\"primary\"}"], 0.0);
         assert_eq!(
             series["chroma_ha_instance_state{instance=\"primary\",state=\"forced_down\"}"],

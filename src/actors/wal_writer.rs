@@ -105,13 +105,13 @@ impl WalWriterActor {
         let resolutions: Vec<Resolution> =
             self.resolutions.iter().map(|(r, _)| r.clone()).collect();
         let first = Seq(self.next_seq);
-        // Numbers are consumed even if the commit fails: a commit error can be ambiguous (the
-        // data may be on disk), so a number handed to the store is never reused.
-        self.next_seq += batch.len() as i64;
         let records: Vec<&WriteRecord> = batch.iter().map(|(r, _)| r).collect();
         let key_cutoff = now_ms() - self.idempotency_ttl.as_millis() as i64;
         match self.store.commit(first, &records, &resolutions, key_cutoff) {
             Ok(outcomes) => {
+                // Only logged entries take a number: a retry under a used key leaves no gap.
+                let logged = outcomes.iter().filter(|o| matches!(o, Appended::Logged(_))).count();
+                self.next_seq += logged as i64;
                 if std::mem::take(&mut self.store_down) {
                     info!("write-ahead log store ({}) is reachable again", self.store.backend());
                 }
@@ -144,6 +144,9 @@ impl WalWriterActor {
                 Err(e)
             }
             Err(e) => {
+                // A commit error can be ambiguous (the data may be on disk): a number handed to
+                // the store is never reused.
+                self.next_seq += batch.len() as i64;
                 if !std::mem::replace(&mut self.store_down, true) {
                     error!(
                         "write-ahead log store ({}) failed: {e}; writes are refused until it is back",

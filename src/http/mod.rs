@@ -18,6 +18,7 @@ pub mod service;
 pub mod write;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::{Addr, Supervisor};
@@ -137,6 +138,23 @@ pub struct WritePath {
     pub replay: Addr<ReplayActor>,
     /// Collection names that cannot be deleted through the proxy.
     pub protected_collections: Vec<String>,
+    /// Writes past their leadership check and not finished: a shutdown waits for them before
+    /// it hands the lease over.
+    pub in_flight: AtomicUsize,
+}
+
+impl WritePath {
+    /// Counts a write in flight until the guard drops.
+    pub fn started(&self) -> impl Drop + '_ {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(&self.in_flight)
+    }
 }
 
 /// Parts each worker thread owns: awc clients are not `Send`, and a router on the worker's

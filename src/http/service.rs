@@ -12,8 +12,10 @@ use super::gate::Gate;
 use super::log_reader::LogReader;
 use super::{Cluster, Identities, Worker};
 use crate::actors::health::HealthSnapshot;
+use crate::actors::lease::role;
 use crate::actors::router::CountUsable;
 use crate::chroma::routes::classify;
+use crate::leadership::Standing;
 use crate::stats::{self, InstanceSample, WalSample};
 use crate::wal::store::{Backlog, WalStatus};
 
@@ -127,7 +129,20 @@ impl Observed {
             Ok((status, backlogs)) => (Ok(status), backlogs),
             Err(e) => (Err(e), Vec::new()),
         };
-        Ok(Self { snapshots, wal, backlogs, owed: cluster.progress.backlogs() })
+        // The leader's own count is current to the request; a follower's is not kept, and the
+        // log's is what it shows.
+        let owed = match cluster.leadership.view().standing {
+            Standing::Following => cluster
+                .instances
+                .iter()
+                .map(|i| {
+                    let backlog = backlogs.iter().find(|b| b.instance == i.spec.name);
+                    backlog.map_or(0, |b| b.entries)
+                })
+                .collect(),
+            _ => cluster.progress.backlogs(),
+        };
+        Ok(Self { snapshots, wal, backlogs, owed })
     }
 
     /// Each instance: its health, its state (a usable instance that owes entries is
@@ -147,12 +162,36 @@ impl Observed {
     }
 }
 
+/// The `proxy` block of `/status`: this proxy, its role, the lease, the leader, and (on the
+/// leader) the followers heard from.
+async fn proxy_block(cluster: &Cluster, log: &LogReader) -> Value {
+    let (view, me) = (cluster.leadership.view(), cluster.leadership.me());
+    let mut block = json!({
+        "id": me.id,
+        "url": me.url,
+        "role": role(&view),
+        "epoch": view.epoch,
+        "lease_lapsed": view.standing == Standing::Lapsed,
+        "leader": view.leader,
+    });
+    if role(&view) == "leader" {
+        block["followers"] = match log.members().await {
+            Ok(members) => {
+                json!(members.into_iter().filter(|m| m.proxy_id != me.id).collect::<Vec<_>>())
+            }
+            Err(e) => json!({"error": e.to_string()}),
+        };
+    }
+    block
+}
+
 async fn status(
     gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     log: web::Data<LogReader>,
 ) -> Result<HttpResponse, ApiError> {
     let observed = Observed::read(&cluster, &log).await?;
+    let proxy = proxy_block(&cluster, &log).await;
     let wal = match &observed.wal {
         Ok(status) => serde_json::to_value(status).unwrap_or_default(),
         Err(e) => json!({"backend": log.backend(), "error": e.to_string()}),
@@ -174,6 +213,7 @@ async fn status(
         "service": "chroma-ha",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": cluster.started.elapsed().as_secs(),
+        "proxy": proxy,
         "healthy_instances": observed.snapshots.iter().filter(|i| i.healthy).count(),
         "instances": instances,
         "write_ahead_log": wal,
@@ -223,9 +263,11 @@ async fn metrics(
         failed_replays: w.failed_replays,
         oldest_pending_seconds: w.oldest_pending.unwrap_or(0.0),
     });
+    let view = cluster.leadership.view();
+    let leads = matches!(view.standing, Standing::Leading { .. });
     let text = cluster
         .stats
-        .encode(&instances, wal.as_ref())
+        .encode(&instances, wal.as_ref(), (leads, view.epoch))
         .map_err(|e| ApiError::Internal(format!("encoding metrics failed: {e}")))?;
     Ok(HttpResponse::Ok().content_type(stats::CONTENT_TYPE).body(text))
 }

@@ -90,7 +90,10 @@ pub async fn write(
         scope: scope.clone(),
     };
     let txn_id = record.txn_id.clone();
-    if !cluster.leadership.may_execute() {
+    // Counted before the check: a shutdown that finds no write in flight has seen this one
+    // refused.
+    let _started = writes.started();
+    if !cluster.leadership.takes_writes() {
         return Err(not_leading(cluster));
     }
     let appending = Instant::now();

@@ -169,7 +169,14 @@ struct PgDurability;
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgDurability {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         // Whatever the server, database or role default: a commit is on disk when it returns.
-        conn.batch_execute("SET synchronous_commit TO on").map_err(diesel::r2d2::Error::QueryError)
+        // A transaction of this proxy never waits between its statements, so one that idles
+        // is a frozen process's (SIGSTOP, a paused VM): the server ends it, and with it the
+        // lock it shares on the lease row, which would otherwise hold off a takeover for as
+        // long as the freeze lasts.
+        conn.batch_execute(
+            "SET synchronous_commit TO on; SET idle_in_transaction_session_timeout TO '2s'",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
