@@ -113,8 +113,9 @@ pub struct InstanceCounters {
 
 #[derive(Debug, Default)]
 struct WalGauges {
-    /// 1 while this proxy leads (holds the lease, renewed in time), 0 while it follows.
-    leader: Gauge,
+    /// 1 while this proxy leads (holds the lease, renewed in time), 0 while it follows; labelled
+    /// with its PROXY_ID.
+    leader: Family<Labels<1>, Gauge>,
     /// The lease's epoch as this proxy last saw it.
     lease_epoch: Gauge,
     store_up: Gauge,
@@ -208,8 +209,12 @@ impl Stats {
             wal_append.clone(),
         );
         let wal = WalGauges::default();
+        registry.register(
+            "leader",
+            "1 while this proxy leads the proxies sharing the WAL",
+            wal.leader.clone(),
+        );
         for (name, help, gauge) in [
-            ("leader", "1 while this proxy leads the proxies sharing the WAL", &wal.leader),
             ("lease_epoch", "The leader lease's epoch as this proxy last saw it", &wal.lease_epoch),
             ("wal_store_up", "Whether the WAL store answered the last scrape", &wal.store_up),
             ("wal_pending_writes", "Entries some instance has not applied", &wal.pending_writes),
@@ -286,9 +291,9 @@ impl Stats {
         &self,
         instances: &[InstanceSample],
         wal: Option<&WalSample>,
-        (leads, epoch): (bool, i64),
+        (proxy, leads, epoch): (&str, bool, i64),
     ) -> Result<String, std::fmt::Error> {
-        self.wal.leader.set(i64::from(leads));
+        self.wal.leader.get_or_create(&[("proxy", proxy.to_string())]).set(i64::from(leads));
         self.wal.lease_epoch.set(epoch);
         for (counters, sample) in self.instances.iter().zip(instances) {
             counters.up.set(i64::from(sample.up));
@@ -439,7 +444,7 @@ mod tests {
         stats.wal_append.observe(0.000_2);
         let instances = [sample(true, "healthy", 0), sample(false, "unhealthy", 4)];
         let wal = WalSample { pending_writes: 4, failed_replays: 1, oldest_pending_seconds: 2.5 };
-        let (series, types) = parse(&stats.encode(&instances, Some(&wal), (true, 1)).unwrap());
+        let (series, types) = parse(&stats.encode(&instances, Some(&wal), ("a", true, 1)).unwrap());
 
         let expect = |name: &str, value: f64| {
             assert_eq!(series.get(name), Some(&value), "{name} in {series:#?}");
@@ -483,9 +488,9 @@ mod tests {
     fn gauges_follow_the_latest_scrape() {
         let stats = Stats::new(&specs());
         let healthy = [sample(true, "healthy", 0), sample(true, "healthy", 0)];
-        stats.encode(&healthy, None, (true, 1)).unwrap();
+        stats.encode(&healthy, None, ("a", true, 1)).unwrap();
         let later = [sample(false, "forced_down", 0), sample(true, "catching_up", 3)];
-        let (series, _) = parse(&stats.encode(&later, None, (true, 1)).unwrap());
+        let (series, _) = parse(&stats.encode(&later, None, ("a", true, 1)).unwrap());
         assert_eq!(series["chroma_ha_instance_up{instance=\"primary\"}"], 0.0);
         assert_eq!(
             series["chroma_ha_instance_state{instance=\"primary\",state=\"forced_down\"}"],

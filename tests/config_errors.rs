@@ -24,6 +24,18 @@ fn missing_primary_url_exits_2_naming_it() {
 }
 
 #[test]
+fn a_wildcard_listen_address_without_advertise_url_exits_2_naming_it() {
+    let (code, stderr) =
+        run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("LISTEN_ADDR", "0.0.0.0:8080")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("ADVERTISE_URL") && stderr.contains("wildcard"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    let (code, stderr) = run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("LEASE_TTL", "200ms")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("LEASE_TTL"), "{stderr}");
+}
+
+#[test]
 fn ratio_out_of_range_exits_2_naming_it() {
     let (code, stderr) =
         run(&[("PRIMARY_URL", "http://127.0.0.1:1"), ("READ_REPLICA_RATIO", "1.7")]);
@@ -151,6 +163,7 @@ fn open_mode_on_a_public_address_is_warned_about() {
             .env_clear()
             .env("PRIMARY_URL", "http://127.0.0.1:1")
             .env("LISTEN_ADDR", listen)
+            .env("ADVERTISE_URL", "http://10.0.0.1:8080")
             .current_dir(dir.path())
             .stderr(Stdio::piped())
             .spawn()

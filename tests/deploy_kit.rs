@@ -366,7 +366,8 @@ fn render_blueprint_runs_the_tested_chroma_and_documented_settings() {
     assert!(repo_root().join(dockerfile).is_file(), "{dockerfile}");
     assert_eq!(proxy["dockerContext"], ".");
     assert_eq!(proxy["healthCheckPath"], "/health");
-    assert_eq!(proxy["numInstances"], 1, "one proxy per WAL until issue 13");
+    assert_eq!(proxy["numInstances"], 2, "two proxies on one WAL: a leader and a follower");
+    assert!(proxy.get("disk").is_none(), "no disk: Render deploys it with zero downtime");
 
     let env = proxy["envVars"].as_array().unwrap();
     let keys: Vec<String> = env.iter().map(|var| var["key"].as_str().unwrap().into()).collect();

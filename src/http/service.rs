@@ -267,7 +267,7 @@ async fn metrics(
     let leads = matches!(view.standing, Standing::Leading { .. });
     let text = cluster
         .stats
-        .encode(&instances, wal.as_ref(), (leads, view.epoch))
+        .encode(&instances, wal.as_ref(), (&cluster.leadership.me().id, leads, view.epoch))
         .map_err(|e| ApiError::Internal(format!("encoding metrics failed: {e}")))?;
     Ok(HttpResponse::Ok().content_type(stats::CONTENT_TYPE).body(text))
 }
