@@ -8,7 +8,12 @@
 //! headers or bodies.
 
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use actix_web::body::{BodySize, MessageBody};
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
@@ -16,6 +21,7 @@ use actix_web::web::Bytes;
 use awc::error::{PayloadError, SendRequestError};
 
 use crate::chroma::headers::request_headers;
+use crate::leadership::Leadership;
 use crate::tls::UpstreamTls;
 
 /// Largest upstream answer buffered; answers are buffered whole so that an instance dying
@@ -120,12 +126,12 @@ impl Upstream {
     }
 
     /// Sends one request to the instance at `base_url` and reads the whole answer, all within
-    /// `timeout`.
+    /// `timeout`. A write's body is a [`FencedBody`].
     pub async fn send(
         &self,
         base_url: &str,
         method: &Method,
-        (path_and_query, headers, body): (&str, &HeaderMap, Bytes),
+        (path_and_query, headers, body): (&str, &HeaderMap, impl MessageBody + 'static),
         timeout: Duration,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = Instant::now() + timeout;
@@ -148,6 +154,45 @@ impl Upstream {
             other => UpstreamError::Broken(format!("reading the answer: {other}")),
         })?;
         Ok(UpstreamResponse { status, headers, body })
+    }
+}
+
+/// A write's body, handed to the connection only while this proxy may execute (DESIGN 12): the
+/// leader's deadline is checked when the connection asks for the body, the last moment before
+/// its bytes leave, so that a leader frozen after its earlier checks (SIGSTOP, a paused VM)
+/// sends nothing once it thaws past its lease. Without its body Chroma executes nothing.
+pub struct FencedBody {
+    body: Option<Bytes>,
+    len: u64,
+    leadership: Arc<Leadership>,
+}
+
+impl FencedBody {
+    /// `body`, sent only while `leadership` may execute.
+    pub fn new(body: Bytes, leadership: &Arc<Leadership>) -> Self {
+        Self { len: body.len() as u64, body: Some(body), leadership: leadership.clone() }
+    }
+}
+
+impl MessageBody for FencedBody {
+    type Error = io::Error;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.len)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Bytes, io::Error>>> {
+        let this = self.get_mut();
+        Poll::Ready(match this.body.take() {
+            None => None,
+            Some(_) if !this.leadership.may_execute() => Some(Err(io::Error::other(
+                "this proxy's leader lease lapsed: the write was not sent",
+            ))),
+            Some(body) => Some(Ok(body)),
+        })
     }
 }
 

@@ -31,7 +31,7 @@ use crate::leadership::Leadership;
 use crate::policy::{self, Claim, Scope};
 use crate::progress::Progress;
 use crate::tls::UpstreamTls;
-use crate::upstream::{self, UpstreamError};
+use crate::upstream::{self, FencedBody, UpstreamError};
 use crate::wal::models::{EntryRow, EntryState, PendingEntry, Seq};
 use crate::wal::store::{WalError, WalStore};
 use awc::error::PayloadError;
@@ -601,10 +601,13 @@ impl LaneRun {
             .client
             .request(method, format!("{base}{path}"))
             .insert_header(("content-type", "application/json"))
-            .send_body(body)
+            .send_body(FencedBody::new(body, &self.parts.leadership))
             .await;
         let timeout = self.parts.write_timeout;
+        let leadership = &self.parts.leadership;
         let failed = |e: UpstreamError| match e {
+            // The body was held back: nothing reached the instance.
+            _ if !leadership.may_execute() => Refusal::NotLeader,
             UpstreamError::Timeout(_) => Refusal::Slow(e.to_string()),
             e => Refusal::Down(e.to_string()),
         };

@@ -5,6 +5,7 @@
 //! Never picks candidates itself (the router does), never logs a request body, and never sends
 //! a write twice to one instance.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::HttpRequest;
@@ -17,10 +18,11 @@ use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::RouteRequest;
 use crate::apply::translate::{NotOnInstance, Prepared, PresenceCheck};
 use crate::instance::InstanceId;
+use crate::leadership::Leadership;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
 use crate::stats::bump;
-use crate::upstream::{UpstreamError, UpstreamResponse};
+use crate::upstream::{FencedBody, UpstreamError, UpstreamResponse};
 
 /// What became of a request sent down the candidate list.
 pub enum Execution {
@@ -93,8 +95,14 @@ pub async fn execute(
                 continue;
             }
         };
-        let sent =
-            send_prepared(worker, &instance.spec.url, (method, req), prepared, answer_within);
+        let fence = (access == Access::Write).then_some(&cluster.leadership);
+        let sent = send_prepared(
+            worker,
+            &instance.spec.url,
+            (method, req, fence),
+            prepared,
+            answer_within,
+        );
         match sent.await {
             Ok(answer)
                 if answer.status.is_server_error() && !retried_server_error && next.is_some() =>
@@ -162,7 +170,7 @@ pub async fn execute(
 async fn send_prepared(
     worker: &Worker,
     url: &str,
-    (method, req): (&actix_web::http::Method, &HttpRequest),
+    (method, req, fence): (&actix_web::http::Method, &HttpRequest, Option<&Arc<Leadership>>),
     prepared: Prepared,
     timeout: Duration,
 ) -> Result<UpstreamResponse, UpstreamError> {
@@ -202,5 +210,12 @@ async fn send_prepared(
             }
         }
     }
-    worker.upstream.send(url, method, (&prepared.path, req.headers(), body), timeout).await
+    let request = (prepared.path.as_str(), req.headers());
+    match fence {
+        Some(leadership) => {
+            let body = FencedBody::new(body, leadership);
+            worker.upstream.send(url, method, (request.0, request.1, body), timeout).await
+        }
+        None => worker.upstream.send(url, method, (request.0, request.1, body), timeout).await,
+    }
 }

@@ -1,6 +1,7 @@
-//! The fault-schedule driver (issue 5): real primary, replica, PostgreSQL and proxy; concurrent
-//! writers through the proxy; a seeded schedule of `kill -9`, `SIGSTOP` and `pg_ctl stop` of
-//! any one or two of them; then heal, wait for catch-up, and check every instance against what
+//! The fault-schedule driver (issue 5): real primary, replica, PostgreSQL and two proxies on one
+//! WAL (issue 13); concurrent writers through both proxies; a seeded schedule of `kill -9`,
+//! `SIGSTOP` and `pg_ctl stop` of any one or two of them (the leader proxy among them, and the
+//! follower now and then); then heal, wait for catch-up, and check every instance against what
 //! the writers were told. Never asserts by itself: it reports, and the caller decides.
 
 pub mod schedule;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Chroma, DB, Postgres, Proxy, fingerprint_deep, get, post};
+use crate::support::{Chroma, DB, Postgres, Proxy, fingerprint_deep, get, post, try_request};
 use schedule::{Fault, Rng, Schedule, Target};
 use writer::{Answer, Collection, Control, Role, Shared, Tenant, Writer, send};
 
@@ -65,12 +66,15 @@ impl Report {
     }
 }
 
-/// The processes of one run.
+/// The processes of one run: two proxies on one WAL, writers spread over both.
 struct Cluster {
     primary: Chroma,
     replica: Chroma,
     postgres: Postgres,
-    proxy: Proxy,
+    proxies: [Proxy; 2],
+    /// The proxy that led when the current step began: its `Proxy` faults hit it, its
+    /// `Follower` faults the other one.
+    leading: usize,
 }
 
 impl Cluster {
@@ -79,17 +83,37 @@ impl Cluster {
         let replica = Chroma::start("replica");
         let postgres = Postgres::start();
         let db = postgres.url();
-        let proxy = Proxy::start(
-            &primary,
-            &[&replica],
-            &[
-                ("DATABASE_URL", &db),
-                ("CHECK_INTERVAL", "500ms"),
-                ("REQUEST_TIMEOUT", "3"),
-                ("WRITE_TIMEOUT", "3"),
-            ],
-        );
-        Self { primary, replica, postgres, proxy }
+        let proxy = |id| {
+            Proxy::start(
+                &primary,
+                &[&replica],
+                &[
+                    ("DATABASE_URL", &db),
+                    ("PROXY_ID", id),
+                    ("LEASE_TTL", "2s"),
+                    ("CHECK_INTERVAL", "500ms"),
+                    ("REQUEST_TIMEOUT", "3"),
+                    ("WRITE_TIMEOUT", "3"),
+                ],
+            )
+        };
+        let a = proxy("a");
+        let b = proxy("b");
+        Self { primary, replica, postgres, proxies: [a, b], leading: 0 }
+    }
+
+    /// Before a step's faults: finds the proxy that leads now (by its own `/status`; the first
+    /// when neither says so).
+    fn begin_step(&mut self) {
+        let leads = |p: &Proxy| {
+            let status = try_request("GET", &format!("{}/status", p.url()), &[], None);
+            status.is_ok_and(|s| s.body["proxy"]["role"] == "leader")
+        };
+        self.leading = self.proxies.iter().position(leads).unwrap_or(0);
+    }
+
+    fn proxy_of(&self, target: Target) -> usize {
+        if target == Target::Proxy { self.leading } else { 1 - self.leading }
     }
 
     fn hit(&mut self, target: Target, fault: Fault) {
@@ -98,8 +122,13 @@ impl Cluster {
             (Target::Primary, Fault::Pause) => self.primary.sigstop(),
             (Target::Replica, Fault::Kill) => self.replica.kill9(),
             (Target::Replica, Fault::Pause) => self.replica.sigstop(),
-            (Target::Proxy, Fault::Kill) => self.proxy.kill9(),
-            (Target::Proxy, Fault::Pause) => self.proxy.sigstop(),
+            (Target::Proxy | Target::Follower, fault) => {
+                let i = self.proxy_of(target);
+                match fault {
+                    Fault::Kill => self.proxies[i].kill9(),
+                    Fault::Pause => self.proxies[i].sigstop(),
+                }
+            }
             (Target::Postgres, Fault::Kill) => self.postgres.crash(),
             (Target::Postgres, Fault::Pause) => self.postgres.stop(),
         }
@@ -111,8 +140,13 @@ impl Cluster {
             (Target::Primary, Fault::Pause) => self.primary.sigcont(),
             (Target::Replica, Fault::Kill) => self.replica.spawn(),
             (Target::Replica, Fault::Pause) => self.replica.sigcont(),
-            (Target::Proxy, Fault::Kill) => self.proxy.spawn(),
-            (Target::Proxy, Fault::Pause) => self.proxy.sigcont(),
+            (Target::Proxy | Target::Follower, fault) => {
+                let i = self.proxy_of(target);
+                match fault {
+                    Fault::Kill => self.proxies[i].spawn(),
+                    Fault::Pause => self.proxies[i].sigcont(),
+                }
+            }
             (Target::Postgres, _) => self.postgres.start_again(),
         }
     }
@@ -123,7 +157,8 @@ impl Cluster {
 pub fn run(seed: u64, resets: bool) -> Report {
     let schedule = Schedule::draw(seed);
     let mut cluster = Cluster::start();
-    let proxy_url = cluster.proxy.url();
+    let proxy_url = cluster.proxies[0].url();
+    let urls: Vec<String> = cluster.proxies.iter().map(Proxy::url).collect();
     let shared = post(&format!("{proxy_url}{DB}/collections"), json!({ "name": "shared" }));
     assert_eq!(shared.status, 200, "{shared:?}");
     let shared = Shared {
@@ -134,7 +169,7 @@ pub fn run(seed: u64, resets: bool) -> Report {
     let writers: Vec<Writer> = ROLES
         .iter()
         .enumerate()
-        .map(|(i, &role)| Writer::new(i, role, seed, proxy_url.clone(), &shared))
+        .map(|(i, &role)| Writer::new(i, role, seed, urls[i % 2].clone(), &shared))
         .collect();
     let control = Arc::new(Control { stop: AtomicBool::new(false), shared: RwLock::new(shared) });
     let writers: Vec<_> = writers
@@ -154,6 +189,7 @@ pub fn run(seed: u64, resets: bool) -> Report {
         // PostgreSQL heals first: a proxy restarting needs its WAL store.
         let mut faults = step.faults.clone();
         faults.sort_by_key(|(t, _)| *t != Target::Postgres);
+        cluster.begin_step();
         for &(target, fault) in &faults {
             cluster.hit(target, fault);
         }
@@ -199,7 +235,7 @@ pub fn run(seed: u64, resets: bool) -> Report {
             &saved,
             format!(
                 "{}\n--- WAL entries (seq|kind|state|status|path|key|applied)\n{}\n--- collection_map\n{}\n",
-                cluster.proxy.log(),
+                cluster.proxies.iter().map(Proxy::log).collect::<Vec<_>>().join("\n--- proxy b\n"),
                 entries.join("\n"),
                 mappings.join("\n")
             ),
@@ -285,7 +321,7 @@ fn send_until_acknowledged(
 
 /// Waits until the log has nothing pending and no entry failed; what remains is stuck.
 fn settle(cluster: &Cluster, report: &mut Report) {
-    let url = format!("{}/wal/status", cluster.proxy.url());
+    let url = format!("{}/wal/status", cluster.proxies[0].url());
     let start = Instant::now();
     let mut last = Value::Null;
     while start.elapsed() < SETTLE {

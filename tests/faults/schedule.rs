@@ -36,13 +36,15 @@ impl Rng {
     }
 }
 
-/// A process the schedule can hit.
+/// A process the schedule can hit. `Proxy` is the proxy that leads when the fault comes,
+/// `Follower` the other one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     Primary,
     Replica,
     Proxy,
     Postgres,
+    Follower,
 }
 
 const TARGETS: [Target; 4] = [Target::Primary, Target::Replica, Target::Proxy, Target::Postgres];
@@ -70,9 +72,12 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Three steps of one or two faults each, held 0.3 to 4 s, 0.5 to 2.5 s apart.
+    /// Three steps of one or two faults each, held 0.3 to 4 s, 0.5 to 2.5 s apart; a step
+    /// hits the follower proxy too a quarter of the time. The follower is drawn from a stream
+    /// of its own, so the other faults of a seed are those it drew before the proxy tier came.
     pub fn draw(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
+        let mut tier = Rng::new(seed ^ 0xf011_0e4e);
         let steps = (0..3)
             .map(|_| {
                 let first = TARGETS[rng.below(4)];
@@ -81,10 +86,14 @@ impl Schedule {
                     let others: Vec<Target> = TARGETS.into_iter().filter(|t| *t != first).collect();
                     targets.push(others[rng.below(others.len())]);
                 }
-                let faults = targets
+                let mut faults: Vec<(Target, Fault)> = targets
                     .into_iter()
                     .map(|t| (t, if rng.chance(0.5) { Fault::Kill } else { Fault::Pause }))
                     .collect();
+                if tier.chance(0.25) {
+                    let fault = if tier.chance(0.5) { Fault::Kill } else { Fault::Pause };
+                    faults.push((Target::Follower, fault));
+                }
                 Step { pause: rng.millis(500, 2500), faults, hold: rng.millis(300, 4000) }
             })
             .collect();
@@ -102,6 +111,10 @@ impl fmt::Display for Schedule {
                 .map(|(target, fault)| match (target, fault) {
                     (Target::Postgres, Fault::Kill) => "pg_ctl stop -m immediate postgres".into(),
                     (Target::Postgres, Fault::Pause) => "pg_ctl stop -m fast postgres".into(),
+                    (Target::Proxy, Fault::Kill) => "kill -9 leader proxy".into(),
+                    (Target::Proxy, Fault::Pause) => "SIGSTOP leader proxy".into(),
+                    (Target::Follower, Fault::Kill) => "kill -9 follower proxy".into(),
+                    (Target::Follower, Fault::Pause) => "SIGSTOP follower proxy".into(),
                     (t, Fault::Kill) => format!("kill -9 {t:?}"),
                     (t, Fault::Pause) => format!("SIGSTOP {t:?}"),
                 })
