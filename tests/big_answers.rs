@@ -3,7 +3,7 @@
 //! dimensions straight on its Chroma (a whole get of it is about 80 MB of JSON), with the proxy
 //! in front of that one instance:
 //! - the official Python client gets it whole through the proxy, right (ids and a sample of
-//!   embeddings against a direct get), while the proxy's peak RSS stays under 100 MB;
+//!   embeddings against a direct get), while the proxy's peak RSS stays under 100 MiB;
 //! - a query of 10,000 results with embeddings is streamed (chunked, no Content-Length) and
 //!   right, and a small get is still buffered;
 //! - a streamed answer cut off by `kill -9` of the instance reaches the client broken (its
