@@ -330,16 +330,15 @@ pub fn send_error(error: SendRequestError, timeout: Duration) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     use futures_util::StreamExt;
 
     use super::*;
 
-    /// A server that answers each of `answers` connections with a head declaring 100 bytes,
-    /// then 50 of them, then closes the connection cleanly, as an instance killed mid-answer
-    /// does; its base URL.
-    fn cut_short(answers: usize) -> String {
+    /// A server that answers each of `answers` connections with a head declaring 100 bytes
+    /// and then does `body` on the connection; its base URL.
+    fn serve(answers: usize, body: fn(&mut TcpStream)) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
@@ -352,30 +351,64 @@ mod tests {
                 }
                 let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
                 stream.write_all(head.as_bytes()).unwrap();
-                stream.write_all(&[b'x'; 50]).unwrap();
+                body(&mut stream);
             }
         });
         url
     }
 
+    /// Sends a GET and collects the chunks of its answer, streamed above 10 bytes.
+    async fn streamed(url: &str, timeout: Duration) -> Vec<Result<Bytes, UpstreamError>> {
+        let upstream = Upstream::new(&UpstreamTls::default(), timeout, 10);
+        let headers = HeaderMap::new();
+        let request = ("/api/v2/x", &headers, Bytes::new());
+        let answer = upstream.send::<Body>(url, &Method::GET, request, timeout).await;
+        let Body::Stream(chunks) = answer.unwrap().body else {
+            panic!("100 bytes declared, over the threshold of 10: streamed");
+        };
+        chunks.collect().await
+    }
+
     #[actix::test]
     async fn an_answer_short_of_its_declared_length_is_broken_whole_or_streamed() {
-        let url = cut_short(2);
+        // 50 of the 100 bytes, then a clean close, as from an instance killed mid-answer.
+        let url = serve(2, |stream| stream.write_all(&[b'x'; 50]).unwrap());
         let timeout = Duration::from_secs(5);
         let upstream = Upstream::new(&UpstreamTls::default(), timeout, 10);
         let headers = HeaderMap::new();
-        let request = || ("/api/v2/x", &headers, Bytes::new());
-        let whole = upstream.send::<Bytes>(&url, &Method::GET, request(), timeout).await;
+        let request = ("/api/v2/x", &headers, Bytes::new());
+        let whole = upstream.send::<Bytes>(&url, &Method::GET, request, timeout).await;
         let error = whole.err().expect("a short answer is not whole");
         assert!(error.fails_over(), "{error}");
-        let streamed = upstream.send::<Body>(&url, &Method::GET, request(), timeout).await;
-        let Body::Stream(chunks) = streamed.unwrap().body else {
-            panic!("100 bytes declared, over the threshold of 10: streamed");
-        };
-        let items: Vec<Result<Bytes, UpstreamError>> = chunks.collect().await;
-        let got: usize = items.iter().flatten().map(Bytes::len).sum();
-        assert_eq!(got, 50);
+        let items = streamed(&url, timeout).await;
+        assert_eq!(items.iter().flatten().map(Bytes::len).sum::<usize>(), 50);
         let last = items.last().unwrap();
         assert!(matches!(last, Err(UpstreamError::Broken(_))), "the stream ends in an error");
+    }
+
+    #[actix::test]
+    async fn a_stream_that_keeps_moving_outlasts_the_timeout_and_a_stalled_one_is_cut() {
+        let timeout = Duration::from_secs(1);
+        // 1.5 s in all, never more than 0.1 s between two chunks.
+        let moving = serve(1, |stream| {
+            for _ in 0..15 {
+                std::thread::sleep(Duration::from_millis(100));
+                stream.write_all(&[b'x'; 6]).unwrap();
+            }
+            stream.write_all(&[b'x'; 100 - 15 * 6]).unwrap();
+        });
+        let started = Instant::now();
+        let items = streamed(&moving, timeout).await;
+        assert!(started.elapsed() > timeout);
+        assert!(items.iter().all(Result::is_ok));
+        assert_eq!(items.iter().flatten().map(Bytes::len).sum::<usize>(), 100);
+        let stalled = serve(1, |stream| {
+            stream.write_all(&[b'x'; 10]).unwrap();
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let items = streamed(&stalled, timeout).await;
+        assert_eq!(items.iter().flatten().map(Bytes::len).sum::<usize>(), 10);
+        let last = items.last().unwrap();
+        assert!(matches!(last, Err(UpstreamError::Timeout(t)) if *t == timeout), "{last:?}");
     }
 }
