@@ -141,7 +141,6 @@ impl From<Bytes> for Body {
 }
 
 /// What the body of one call's answer is taken within.
-#[derive(Clone, Copy)]
 pub struct Call<'a> {
     /// The call's timeout: for the whole of a whole body; for each gap of a streamed one.
     timeout: Duration,
