@@ -237,6 +237,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         read_replica_ratio: config.read_replica_ratio,
         request_timeout: config.request_timeout,
         write_timeout: config.write_timeout,
+        stream_threshold: config.stream_threshold,
         started: Instant::now(),
         events,
         leadership,

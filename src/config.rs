@@ -115,7 +115,9 @@ pub struct Config {
     pub check_interval: Duration,
 
     /// Longest wait for one upstream answer to a read before trying the next instance (a
-    /// timed-out instance is probed at once, and marked down only if the probe fails).
+    /// timed-out instance is probed at once, and marked down only if the probe fails). For a
+    /// streamed answer (STREAM_THRESHOLD): the longest wait for its head, then for each next
+    /// chunk, never for the whole transfer.
     ///
     /// 15s by default: a large Chroma query can take seconds; a hung instance costs one request
     /// this long.
@@ -132,6 +134,15 @@ pub struct Config {
     #[arg(long, env, default_value = "60s", value_parser = parse::duration)]
     #[serde(serialize_with = "show::duration")]
     pub write_timeout: Duration,
+
+    /// Record answers (get, query, search) that Chroma declares larger than this are streamed to
+    /// the client as they arrive instead of buffered whole: bytes, or 512KiB, 1MiB, up to 256MiB.
+    ///
+    /// 1MiB by default: the proxy's memory does not grow with the size of an answer, and the
+    /// answers below it, nearly all, are still failed over when their instance dies mid-answer
+    /// (a streamed one that breaks off reaches its client cut off, never retried).
+    #[arg(long, env, default_value = "1MiB", value_parser = parse::stream_threshold)]
+    pub stream_threshold: u64,
 
     /// Share of reads sent to replicas first, from 0 to 1.
     ///
@@ -674,6 +685,8 @@ pub(crate) mod parse {
     use std::net::SocketAddr;
     use std::time::Duration;
 
+    use crate::upstream::MAX_RESPONSE_BYTES;
+
     /// A Chroma base URL: `http://host[:port]` or `https://host[:port]`, no credentials, path,
     /// query or fragment; returned as its origin (no trailing slash).
     pub fn chroma_url(text: &str) -> Result<String, String> {
@@ -757,6 +770,24 @@ pub(crate) mod parse {
         }
     }
 
+    /// A size in bytes, from 0 to [`MAX_RESPONSE_BYTES`] (a larger answer cannot be buffered):
+    /// a plain number, or with a binary unit, in any case (`512KiB`, `1 MiB`).
+    pub fn stream_threshold(text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let (number, unit) =
+            text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+        let unit: Option<u64> = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => Some(1),
+            "kib" => Some(1 << 10),
+            "mib" => Some(1 << 20),
+            _ => None,
+        };
+        let bytes = number.parse::<u64>().ok().zip(unit).and_then(|(n, unit)| n.checked_mul(unit));
+        bytes.filter(|n| *n <= MAX_RESPONSE_BYTES as u64).ok_or_else(|| {
+            format!("`{text}` is not a size from 0 to 256MiB (bytes, or 512KiB, 1MiB)")
+        })
+    }
+
     /// A whole number from 1 to 1000.
     pub fn replay_retries(text: &str) -> Result<i32, String> {
         let n = text.trim().parse::<i32>().ok().filter(|n| (1..=1000).contains(n));
@@ -822,6 +853,7 @@ mod tests {
         assert_eq!(config.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.check_interval, Duration::from_secs(2));
         assert_eq!(config.request_timeout, Duration::from_secs(15));
+        assert_eq!(config.stream_threshold, 1_048_576);
         assert_eq!(config.read_replica_ratio, 0.8);
         assert_eq!(config.consistency_window, Duration::from_secs(30));
         assert_eq!(config.protected_collections, vec!["global".to_string()]);
@@ -941,6 +973,29 @@ mod tests {
         assert_eq!(ok("0"), None);
         assert_eq!(ok("0s"), None);
         assert_eq!(ok("2 fortnights"), None);
+    }
+
+    #[test]
+    fn stream_thresholds_are_bytes_or_binary_units_up_to_the_buffer_limit() {
+        let ok = |text| parse::stream_threshold(text).ok();
+        assert_eq!(ok("0"), Some(0));
+        assert_eq!(ok("1048576"), Some(1_048_576));
+        assert_eq!(ok("512KiB"), Some(512 * 1024));
+        assert_eq!(ok(" 1 MiB "), Some(1_048_576));
+        assert_eq!(ok("1mib"), Some(1_048_576));
+        assert_eq!(ok("256MiB"), Some(256 * 1_048_576));
+        assert_eq!(ok("257MiB"), None, "larger than any buffered answer");
+        assert_eq!(ok("1GiB"), None);
+        assert_eq!(ok("1MB"), None, "decimal units are not guessed at");
+        assert_eq!(ok("-1"), None);
+        assert_eq!(ok("1.5MiB"), None);
+        assert_eq!(ok("MiB"), None);
+        assert_eq!(ok("99999999999999999999"), None);
+        let base = ("PRIMARY_URL", "http://127.0.0.1:1");
+        let errors = validate(&[base, ("STREAM_THRESHOLD", "big")]).unwrap_err();
+        assert_eq!(settings_named(errors), vec!["STREAM_THRESHOLD"]);
+        let config = validate(&[base, ("STREAM_THRESHOLD", "64KiB")]).unwrap();
+        assert_eq!(config.stream_threshold, 65_536);
     }
 
     #[test]

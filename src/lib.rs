@@ -15,8 +15,8 @@
 //! - [`actors::router`]: `RouterActor`: the ordered candidates for each read or write.
 //! - [`chroma::routes`]: Chroma's route table: read, write, or refused.
 //! - [`chroma::headers`]: which headers cross the proxy.
-//! - [`upstream`]: one call to one instance, its failure classified for failover; every client
-//!   to instances is built there.
+//! - [`upstream`]: one call to one instance, its failure classified for failover and its answer
+//!   taken whole or, for a big record read, streamed; every client to instances is built there.
 //! - [`tls`]: the listener's certificate and key, and how `https://` instances are verified.
 //! - [`http`]: actix-web handlers; [`http::proxy`] is the failover loop, [`http::service`] the
 //!   status endpoints, [`http::admin`] the admin endpoints.

@@ -96,6 +96,9 @@ pub struct Route {
     pub database: Option<String>,
     /// Whether the answer carries collection objects, whose ids the proxy rewrites.
     pub returns_collections: bool,
+    /// Whether the answer is records (get, query, search): nothing in it to rewrite, and it may
+    /// be large, so it is streamed above STREAM_THRESHOLD.
+    pub returns_records: bool,
     /// A route about the server itself (heartbeat, version, identity...), not about any
     /// tenant's data.
     pub about_server: bool,
@@ -110,6 +113,7 @@ impl Route {
             tenant: None,
             database: None,
             returns_collections: false,
+            returns_records: false,
             about_server: false,
         }
     }
@@ -125,6 +129,11 @@ impl Route {
 
     fn collections(mut self) -> Self {
         self.returns_collections = true;
+        self
+    }
+
+    fn records(mut self) -> Self {
+        self.returns_records = true;
         self
     }
 
@@ -231,29 +240,27 @@ fn database_route(m: &str, rest: &[&str]) -> Result<Option<Route>, RouteError> {
         },
         ["collections", id, op @ ..] => {
             collection_id(id)?;
-            collection_route(m, op).map(|o| {
-                let route = Route::on(o, id);
-                if o == Op::ForkCollection { route.collections() } else { route }
-            })
+            collection_route(m, id, op)
         }
         _ => None,
     })
 }
 
 /// Routes under `.../collections/{id}/`.
-fn collection_route(m: &str, op: &[&str]) -> Option<Operation> {
+fn collection_route(m: &str, id: &str, op: &[&str]) -> Option<Route> {
     use Operation as Op;
+    let on = |op| Some(Route::on(op, id));
     match (m, op) {
-        ("POST", ["add"]) => Some(Op::Add),
-        ("POST", ["update"]) => Some(Op::Update),
-        ("POST", ["upsert"]) => Some(Op::Upsert),
-        ("POST", ["delete"]) => Some(Op::DeleteRecords),
-        ("POST", ["fork"]) => Some(Op::ForkCollection),
-        ("POST", ["get" | "query" | "search"]) => Some(Op::Read),
-        ("GET", ["count" | "indexing_status" | "fork_count"]) => Some(Op::Read),
-        ("POST", ["functions", "attach"]) => Some(Op::AttachFunction),
-        ("POST", ["attached_functions", name, "detach"]) if valid(name) => Some(Op::DetachFunction),
-        ("GET", ["functions", name]) if valid(name) => Some(Op::Read),
+        ("POST", ["add"]) => on(Op::Add),
+        ("POST", ["update"]) => on(Op::Update),
+        ("POST", ["upsert"]) => on(Op::Upsert),
+        ("POST", ["delete"]) => on(Op::DeleteRecords),
+        ("POST", ["fork"]) => on(Op::ForkCollection).map(Route::collections),
+        ("POST", ["get" | "query" | "search"]) => on(Op::Read).map(Route::records),
+        ("GET", ["count" | "indexing_status" | "fork_count"]) => on(Op::Read),
+        ("POST", ["functions", "attach"]) => on(Op::AttachFunction),
+        ("POST", ["attached_functions", name, "detach"]) if valid(name) => on(Op::DetachFunction),
+        ("GET", ["functions", name]) if valid(name) => on(Op::Read),
         _ => None,
     }
 }
@@ -379,7 +386,10 @@ mod tests {
         let query = route("POST", &format!("{c}/query"));
         assert_eq!(query.tenant.as_deref(), Some("default_tenant"));
         assert_eq!(route("POST", "/api/v2/tenants/t/databases").tenant.as_deref(), Some("t"));
-        assert!(!query.returns_collections);
+        assert!(!query.returns_collections && query.returns_records);
+        assert!(route("POST", &format!("{c}/get")).returns_records);
+        assert!(!route("GET", &format!("{c}/count")).returns_records);
+        assert!(!route("GET", &format!("{P}/collections")).returns_records);
         assert!(route("GET", &format!("{P}/collections/docs")).returns_collections);
         assert_eq!(route("GET", "/api/v2/collections/t:d:docs").database.as_deref(), Some("t/d"));
         assert!(Operation::Upsert.can_queue() && !Operation::CreateCollection.can_queue());

@@ -22,12 +22,13 @@ use crate::leadership::Leadership;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
 use crate::stats::bump;
-use crate::upstream::{FencedBody, UpstreamError, UpstreamResponse};
+use crate::upstream::{FencedBody, TakeBody, UpstreamError, UpstreamResponse};
 
-/// What became of a request sent down the candidate list.
-pub enum Execution {
+/// What became of a request sent down the candidate list; the answer's body is taken as `B`
+/// says (streamed or not, see [`TakeBody`]).
+pub enum Execution<B = Bytes> {
     /// An instance answered (any status); it is the one that executed the request.
-    Answered { instance: InstanceId, answer: UpstreamResponse },
+    Answered { instance: InstanceId, answer: UpstreamResponse<B> },
     /// No candidate could be reached; the reason for each one tried, and whether one of them
     /// may have received the request (a timeout or a broken connection, not a refusal).
     Unreachable { detail: String, may_have_arrived: bool },
@@ -48,8 +49,9 @@ pub async fn candidates(
 /// connection failure or timeout marks the instance down and moves on; a 5xx is tried once on
 /// the next candidate. A candidate that has not applied every logged write of `wait_for` is
 /// first given REQUEST_TIMEOUT to catch up (reads see every acknowledged write; a write never
-/// overtakes earlier ones).
-pub async fn execute(
+/// overtakes earlier ones). A streamed answer is returned once its head is in: it is never
+/// re-sent, even if it breaks off later.
+pub async fn execute<B: TakeBody>(
     cluster: &Cluster,
     worker: &Worker,
     candidates: &[InstanceId],
@@ -57,7 +59,7 @@ pub async fn execute(
     req: &HttpRequest,
     prepare: impl Fn(InstanceId) -> Result<Prepared, NotOnInstance>,
     wait_for: &Applied,
-) -> Execution {
+) -> Execution<B> {
     let stats = &cluster.stats;
     let (method, path) = (req.method(), req.path());
     let mut failures: Vec<String> = Vec::new();
@@ -167,18 +169,18 @@ pub async fn execute(
 /// Sends a prepared request; an update first asks the instance which of its ids it has and
 /// sends only those, or answers Chroma's 200 `{}` itself when none is left
 /// ([`PresenceCheck`]).
-async fn send_prepared(
+async fn send_prepared<B: TakeBody>(
     worker: &Worker,
     url: &str,
     (method, req, fence): (&actix_web::http::Method, &HttpRequest, Option<&Arc<Leadership>>),
     prepared: Prepared,
     timeout: Duration,
-) -> Result<UpstreamResponse, UpstreamError> {
+) -> Result<UpstreamResponse<B>, UpstreamError> {
     let mut body = prepared.body;
     if let Some(check) = prepared.presence {
         let post = actix_web::http::Method::POST;
         let get = (check.get_path.as_str(), req.headers(), check.get_body);
-        let answer = match worker.upstream.send(url, &post, get, timeout).await {
+        let answer: UpstreamResponse = match worker.upstream.send(url, &post, get, timeout).await {
             // The update itself was not sent: another instance may take it.
             Err(UpstreamError::Timeout(after)) => {
                 return Err(UpstreamError::Broken(format!(
@@ -189,7 +191,7 @@ async fn send_prepared(
         };
         if !answer.status.is_success() {
             // The update would be refused the same way (its collection is gone, say).
-            return Ok(answer);
+            return Ok(answer.map_body(B::from));
         }
         match PresenceCheck::keep_present(&body, &answer.body) {
             Ok(Some(kept)) => body = kept,
@@ -202,7 +204,7 @@ async fn send_prepared(
                 return Ok(UpstreamResponse {
                     status: actix_web::http::StatusCode::OK,
                     headers,
-                    body: Bytes::from_static(b"{}"),
+                    body: B::from(Bytes::from_static(b"{}")),
                 });
             }
             Err(e) => {

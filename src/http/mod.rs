@@ -41,7 +41,7 @@ use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::{Stats, bump};
 use crate::tls::UpstreamTls;
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::upstream::{Body, Upstream, UpstreamResponse};
 
 /// One instance as the HTTP layer sees it: what it is and who judges its health.
 pub struct InstanceHandle {
@@ -65,6 +65,8 @@ pub struct Cluster {
     pub request_timeout: Duration,
     /// Longest wait for one upstream answer to a write.
     pub write_timeout: Duration,
+    /// Record answers declared larger than this many bytes are streamed (STREAM_THRESHOLD).
+    pub stream_threshold: u64,
     /// When the proxy started.
     pub started: Instant,
     /// Recent transitions, for `/events`.
@@ -175,7 +177,8 @@ impl Worker {
         let ratio = cluster.read_replica_ratio;
         let progress = cluster.progress.clone();
         let router = Supervisor::start(move |_| RouterActor::new(roles, health, progress, ratio));
-        Self { upstream: Upstream::new(tls, cluster.request_timeout), router }
+        let upstream = Upstream::new(tls, cluster.request_timeout, cluster.stream_threshold);
+        Self { upstream, router }
     }
 }
 
@@ -193,11 +196,16 @@ pub fn path_and_query(req: &HttpRequest) -> &str {
     req.uri().path_and_query().map_or(req.path(), |p| p.as_str())
 }
 
-/// The client's answer: Chroma's status, end-to-end headers and body.
-pub fn respond(answer: UpstreamResponse) -> HttpResponse {
+/// The client's answer: Chroma's status, end-to-end headers and body. A streamed body passes
+/// on as it arrives, chunked: one that breaks off ends without its last chunk, so that no client
+/// takes what it got for the whole answer.
+pub fn respond(answer: UpstreamResponse<impl Into<Body>>) -> HttpResponse {
     let mut response = HttpResponse::build(answer.status);
     for (name, value) in answer.headers.iter().filter(|(name, _)| keep_response_header(name)) {
         response.append_header((name.clone(), value.clone()));
     }
-    response.body(answer.body)
+    match answer.body.into() {
+        Body::Whole(bytes) => response.body(bytes),
+        Body::Stream(chunks) => response.streaming(chunks),
+    }
 }

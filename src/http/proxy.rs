@@ -1,8 +1,12 @@
 //! The proxy handler: every Chroma route. Classifies the request, then sends a read down the
-//! failover loop of [`super::execute`]; writes take the WAL path of [`super::write`].
+//! failover loop of [`super::execute`]; writes take the WAL path of [`super::write`]. A record
+//! read's answer (get, query, search) declared larger than STREAM_THRESHOLD is streamed through
+//! as it arrives; every other answer is buffered whole.
 //!
 //! Never forwards a request the route table refuses, never forwards more than the headers Chroma
-//! needs, and never answers a client with a connection error while a usable instance is left.
+//! needs, never streams an answer it must rewrite, and never answers a client with a connection
+//! error while a usable instance is left: the one exception is a streamed answer that breaks off
+//! once its first bytes went out, which the client sees cut off (DESIGN 16).
 
 use std::time::Instant;
 
@@ -25,6 +29,7 @@ use crate::instance::InstanceId;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
 use crate::stats::{RequestKind, bump};
+use crate::upstream::{Body, UpstreamResponse};
 
 /// Chroma's own request size limit.
 pub const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
@@ -155,16 +160,26 @@ async fn here(
             let path = path_and_query(&req);
             let prepare = |i| prepare(&route, path, &body, i, &ids.table, false);
             let needed = Applied::Scopes(scopes);
+            if route.returns_records {
+                // Nothing to rewrite: a large answer passes through as it arrives.
+                let execution = execute::<Body>(
+                    &cluster,
+                    &worker,
+                    &candidates,
+                    Access::Read,
+                    &req,
+                    prepare,
+                    &needed,
+                );
+                let (_, answer) = answered(&cluster, &req, execution.await)?;
+                return Ok(respond(answer));
+            }
             let execution =
                 execute(&cluster, &worker, &candidates, Access::Read, &req, prepare, &needed);
-            match execution.await {
-                Execution::Answered { instance, mut answer } => {
-                    answer.body = canonical_answer(&route, answer.body, instance, &ids.table);
-                    Ok(respond(answer))
-                }
-                Execution::Unreachable { detail, .. } => Err(cluster.unavailable(&req, detail)),
-                Execution::Invalid(detail) => Err(ApiError::BadGateway(detail)),
-            }
+            let (instance, answer) = answered(&cluster, &req, execution.await)?;
+            Ok(respond(
+                answer.map_body(|body| canonical_answer(&route, body, instance, &ids.table)),
+            ))
         }
         Access::Write => {
             bump(&stats.writes);
@@ -177,6 +192,19 @@ async fn here(
             });
             write.await.unwrap_or_else(|e| Err(ApiError::Internal(format!("write task: {e}"))))
         }
+    }
+}
+
+/// A read's answer and the instance that gave it, or the error its client gets.
+fn answered<B>(
+    cluster: &Cluster,
+    req: &HttpRequest,
+    execution: Execution<B>,
+) -> Result<(InstanceId, UpstreamResponse<B>), ApiError> {
+    match execution {
+        Execution::Answered { instance, answer } => Ok((instance, answer)),
+        Execution::Unreachable { detail, .. } => Err(cluster.unavailable(req, detail)),
+        Execution::Invalid(detail) => Err(ApiError::BadGateway(detail)),
     }
 }
 
