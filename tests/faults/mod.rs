@@ -169,7 +169,10 @@ pub fn run(seed: u64, resets: bool) -> Report {
     let writers: Vec<Writer> = ROLES
         .iter()
         .enumerate()
-        .map(|(i, &role)| Writer::new(i, role, seed, urls[i % 2].clone(), &shared))
+        .map(|(i, &role)| {
+            let proxies = [urls[i % 2].clone(), urls[(i + 1) % 2].clone()];
+            Writer::new(i, role, seed, proxies, &shared)
+        })
         .collect();
     let control = Arc::new(Control { stop: AtomicBool::new(false), shared: RwLock::new(shared) });
     let writers: Vec<_> = writers
@@ -504,7 +507,7 @@ fn records<'a>(collection: &'a Value, mine: &str) -> BTreeMap<&'a str, Result<i6
 #[test]
 fn the_check_catches_lost_resurrected_mixed_and_phantom_records() {
     let shared = Shared { generation: 0, name: "shared".into(), id: "id".into() };
-    let mut writer = Writer::new(0, Role::Records, 1, String::new(), &shared);
+    let mut writer = Writer::new(0, Role::Records, 1, [String::new(), String::new()], &shared);
     let records = &mut writer.collections[0].records;
     records.insert("w0-r0".into(), vec![Some(1)]);
     records.insert("w0-r1".into(), vec![None]);

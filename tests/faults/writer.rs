@@ -187,6 +187,8 @@ pub struct Writer {
     pub index: usize,
     pub role: Role,
     proxy: String,
+    /// The other proxy, tried when this one refuses the connection (as a load balancer does).
+    other: String,
     rng: Rng,
     pub collections: Vec<Collection>,
     pub tenants: Vec<Tenant>,
@@ -202,11 +204,13 @@ pub struct Writer {
 
 impl Writer {
     /// Writer `index` of the run with this seed; `shared` is the collection every writer uses.
-    pub fn new(index: usize, role: Role, seed: u64, proxy: String, shared: &Shared) -> Self {
+    pub fn new(index: usize, role: Role, seed: u64, proxies: [String; 2], shared: &Shared) -> Self {
+        let [proxy, other] = proxies;
         Self {
             index,
             role,
             proxy,
+            other,
             rng: Rng::new(seed.wrapping_mul(1000).wrapping_add(index as u64)),
             collections: vec![Collection::new(
                 DB,
@@ -564,18 +568,31 @@ impl Writer {
 
     /// Sends until a definite answer, retrying with the same Idempotency-Key.
     fn send(&self, method: &str, url: &str, body: Option<&Value>, key: &str) -> Answer {
-        send(method, url, body, key)
+        let other = url.replacen(&self.proxy, &self.other, 1);
+        send_to(method, &[url, &other], body, key)
     }
 }
 
 /// Sends until a definite answer, retrying with the same Idempotency-Key.
 pub fn send(method: &str, url: &str, body: Option<&Value>, key: &str) -> Answer {
+    send_to(method, &[url], body, key)
+}
+
+/// As [`send`], moving on to the next URL of `urls` (the same request through another proxy)
+/// whenever one refuses the connection or does not answer.
+fn send_to(method: &str, urls: &[&str], body: Option<&Value>, key: &str) -> Answer {
     let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
     let headers = [("idempotency-key", key)];
     let start = Instant::now();
     let mut answered_before = true;
+    let mut next = 0;
     while start.elapsed() < WRITE_DEADLINE {
-        match try_request(method, url, &headers, bytes.as_deref()) {
+        let url = urls[next % urls.len()];
+        let answer = try_request(method, url, &headers, bytes.as_deref());
+        if answer.is_err() {
+            next += 1;
+        }
+        match answer {
             Ok(a) if (200..300).contains(&a.status) => return Answer::Acknowledged(a.body),
             // Another attempt under this key is still running: ask again.
             Ok(a) if a.status == 409 && a.body["message"].to_string().contains("in flight") => {}
