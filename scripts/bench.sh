@@ -73,6 +73,11 @@ PROXY_AUTH=$PROXY
 # Its reads go to the primary, the server "direct" is measured on: the comparison is then the
 # proxy's cost alone, not the difference between two servers.
 start_proxy proxy-sqlite PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0
+# A second process on the same WAL file: a follower, which forwards every request to the
+# proxy above (the leader). Its rows are against the leader: what the extra hop costs.
+LEADER=$PROXY LEADER_PID=$PROXY_PID
+start_proxy proxy-follower PRIMARY_URL="$DIRECT" REPLICA_URL="$REPLICA" READ_REPLICA_RATIO=0 DATABASE_URL="$WORK/proxy-sqlite/chroma-ha-wal.sqlite"
+FOLLOWER=$PROXY PROXY=$LEADER PROXY_PID=$LEADER_PID
 start_nginx "$DIRECT" || { NGINX=""; echo "bench: nginx unavailable; no reference-hop rows" >&2; }
 SEED="$VENV/bin/python scripts/bench/seed.py"
 ID="$($SEED "$PROXY" bench 1000 128 "$WORK/query.json")"
@@ -100,6 +105,8 @@ if section latency; then
     compare "query, nginx (reference hop)" 1 "$DIRECT$COLL/$ID/query" "$NGINX$COLL/$ID/query" "$WORK/query.json"
     compare "query, nginx (reference hop)" 16 "$DIRECT$COLL/$ID/query" "$NGINX$COLL/$ID/query" "$WORK/query.json"
   fi
+  compare "query via follower, vs leader" 1 "$PROXY$COLL/$ID/query" "$FOLLOWER$COLL/$ID/query" "$WORK/query.json"
+  compare "query via follower, vs leader" 16 "$PROXY$COLL/$ID/query" "$FOLLOWER$COLL/$ID/query" "$WORK/query.json"
   compare "add 1 record, WAL sqlite" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY$COLL/$ADDS/add" add
   compare "add 1 record, WAL sqlite" 8 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY$COLL/$ADDS/add" add
   compare "add 1 record, WAL postgres" 1 "$DIRECT$COLL/$ADDS_DIRECT/add" "$PROXY_PG$COLL/$ADDS_PG/add" add
@@ -107,11 +114,12 @@ if section latency; then
   echo
   echo "latencies in ms; ratio = proxy req/s / direct req/s and p50 add = proxy p50 - direct p50, each the median over pairs of back-to-back runs"
   echo "the nginx rows put a one-worker nginx with upstream keep-alive in the proxy's place: what any proxy hop costs on this machine"
+  echo "the follower rows compare a follower (which forwards to the leader) with the leader itself: the \"direct\" columns are the leader's"
   echo "proxy RSS after the runs: $(rss_mb "$PROXY_PID") MB"
   # The same figure without drift: every round sends one query to each server in turn.
-  python3 scripts/bench/interleave.py 2000 "$WORK/query.json" "$COLL/$ID/query" "$DIRECT" "$PROXY" "$PROXY_AUTH#$BENCH_TOKEN" ${NGINX:+"$NGINX"} > "$WORK/inter"
+  python3 scripts/bench/interleave.py 2000 "$WORK/query.json" "$COLL/$ID/query" "$DIRECT" "$PROXY" "$PROXY_AUTH#$BENCH_TOKEN" "$FOLLOWER" ${NGINX:+"$NGINX"} > "$WORK/inter"
   added_ms() { awk -v u="$1" '$1 == u { print $2 }' "$WORK/inter"; }
-  echo "query c=1 added p50, requests interleaved one at a time (2,000 rounds): chroma-ha $(added_ms "$PROXY") ms, chroma-ha with a token checked $(added_ms "$PROXY_AUTH#$BENCH_TOKEN") ms${NGINX:+, nginx $(added_ms "$NGINX") ms}"
+  echo "query c=1 added p50, requests interleaved one at a time (2,000 rounds): chroma-ha $(added_ms "$PROXY") ms, chroma-ha with a token checked $(added_ms "$PROXY_AUTH#$BENCH_TOKEN") ms, through a follower $(added_ms "$FOLLOWER") ms${NGINX:+, nginx $(added_ms "$NGINX") ms}"
 fi
 
 if section wal; then

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::rt::time::{self, Sleep};
 use actix_web::web::Bytes;
@@ -296,17 +296,21 @@ impl Upstream {
     /// Sends one request to the instance at `base_url` and takes its answer's body as `B` says:
     /// the head within `timeout`, a whole body too, a streamed one with `timeout` for each gap.
     /// A write's request body is a [`FencedBody`].
-    pub async fn send<B: TakeBody>(
+    pub async fn send<'h, B: TakeBody>(
         &self,
         base_url: &str,
         method: &Method,
-        (path_and_query, headers, body): (&str, &HeaderMap, impl MessageBody + 'static),
+        (path_and_query, headers, body): (&str, Headers<'h>, impl MessageBody + 'static),
         timeout: Duration,
     ) -> Result<UpstreamResponse<B>, UpstreamError> {
         let deadline = Instant::now() + timeout;
         let url = format!("{base_url}{path_and_query}");
         let mut request = self.client.request(method.clone(), &url).timeout(timeout);
-        for (name, value) in request_headers(headers) {
+        let headers: Box<dyn Iterator<Item = (&HeaderName, &HeaderValue)>> = match headers {
+            Headers::ForChroma(client) => Box::new(request_headers(client)),
+            Headers::Exactly(these) => Box::new(these.iter()),
+        };
+        for (name, value) in headers {
             request = request.append_header((name.clone(), value.clone()));
         }
         let response = request.send_body(body).await.map_err(|e| send_error(e, timeout))?;
@@ -317,6 +321,15 @@ impl Upstream {
         let body = B::take(response, call).await?;
         Ok(UpstreamResponse { status, headers, body })
     }
+}
+
+/// The headers of an upstream request.
+#[derive(Clone, Copy)]
+pub enum Headers<'a> {
+    /// Of the client's headers, those Chroma needs (an instance is called).
+    ForChroma(&'a HeaderMap),
+    /// These, as they are (the leader proxy is called; see `http::follow`).
+    Exactly(&'a HeaderMap),
 }
 
 /// A write's body, handed to the connection only while this proxy may execute (DESIGN 12): the
@@ -403,7 +416,7 @@ mod tests {
     async fn streamed(url: &str, timeout: Duration) -> Vec<Result<Bytes, UpstreamError>> {
         let upstream = Upstream::new(&UpstreamTls::default(), timeout, 10);
         let headers = HeaderMap::new();
-        let request = ("/api/v2/x", &headers, Bytes::new());
+        let request = ("/api/v2/x", Headers::ForChroma(&headers), Bytes::new());
         let answer = upstream.send::<Body>(url, &Method::GET, request, timeout).await;
         let Body::Stream(chunks) = answer.unwrap().body else {
             panic!("100 bytes declared, over the threshold of 10: streamed");
@@ -418,7 +431,7 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let upstream = Upstream::new(&UpstreamTls::default(), timeout, 10);
         let headers = HeaderMap::new();
-        let request = ("/api/v2/x", &headers, Bytes::new());
+        let request = ("/api/v2/x", Headers::ForChroma(&headers), Bytes::new());
         let whole = upstream.send::<Bytes>(&url, &Method::GET, request, timeout).await;
         let error = whole.err().expect("a short answer is not whole");
         assert!(error.fails_over(), "{error}");

@@ -22,7 +22,7 @@ use crate::leadership::Leadership;
 use crate::policy::{Access, Scope};
 use crate::progress::Applied;
 use crate::stats::bump;
-use crate::upstream::{FencedBody, TakeBody, UpstreamError, UpstreamResponse};
+use crate::upstream::{FencedBody, Headers, TakeBody, UpstreamError, UpstreamResponse};
 
 /// What became of a request sent down the candidate list; the answer's body is taken as `B`
 /// says (streamed or not, see [`TakeBody`]).
@@ -179,7 +179,7 @@ async fn send_prepared<B: TakeBody>(
     let mut body = prepared.body;
     if let Some(check) = prepared.presence {
         let post = actix_web::http::Method::POST;
-        let get = (check.get_path.as_str(), req.headers(), check.get_body);
+        let get = (check.get_path.as_str(), Headers::ForChroma(req.headers()), check.get_body);
         let answer: UpstreamResponse = match worker.upstream.send(url, &post, get, timeout).await {
             // The update itself was not sent: another instance may take it.
             Err(UpstreamError::Timeout(after)) => {
@@ -212,7 +212,7 @@ async fn send_prepared<B: TakeBody>(
             }
         }
     }
-    let request = (prepared.path.as_str(), req.headers());
+    let request = (prepared.path.as_str(), Headers::ForChroma(req.headers()));
     match fence {
         Some(leadership) => {
             let body = FencedBody::new(body, leadership);

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use actix_web::HttpRequest;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::Bytes;
-use awc::error::PayloadError;
 use futures_util::future::{Either, select};
 use log::warn;
 
@@ -29,7 +28,7 @@ use super::{Cluster, Worker, path_and_query};
 use crate::chroma::headers::request_headers;
 use crate::leadership::Target;
 use crate::policy::Access;
-use crate::upstream::{self, MAX_RESPONSE_BYTES, UpstreamError, UpstreamResponse};
+use crate::upstream::{Body, Headers, UpstreamError, UpstreamResponse};
 
 /// Request header naming the proxy that forwarded a request; a request that has it is never
 /// forwarded again.
@@ -45,7 +44,7 @@ pub enum Routed {
     /// keeps it: the leader that had it may have logged it.
     Here,
     /// By the leader, whose answer this is.
-    Answered(UpstreamResponse),
+    Answered(Box<UpstreamResponse<Body>>),
 }
 
 /// Sends the request to the leader unless this proxy leads. `made_key` is the idempotency key
@@ -84,7 +83,7 @@ pub async fn route(
         let sent = forward(worker, &leader, req, (headers, body.clone()), timeout);
         let why = match select(Box::pin(sent), Box::pin(changes.changed())).await {
             Either::Left((Ok(answer), _)) if !answer.headers.contains_key(NOT_LEADER_HEADER) => {
-                return Ok(Routed::Answered(answer));
+                return Ok(Routed::Answered(Box::new(answer)));
             }
             Either::Left((Ok(_), _)) => format!("{leader} no longer leads"),
             Either::Left((Err(e), _)) if matches!(e, UpstreamError::Timeout(_)) => {
@@ -161,29 +160,15 @@ fn to_leader(
     headers
 }
 
-/// One forward to the leader at `url`, its whole answer within `timeout`.
+/// One forward to the leader at `url`: its answer, read as [`Body`] reads an instance's (a large
+/// one passed on as it arrives).
 async fn forward(
     worker: &Worker,
     url: &str,
     req: &HttpRequest,
     (headers, body): (&HeaderMap, Bytes),
     timeout: Duration,
-) -> Result<UpstreamResponse, UpstreamError> {
-    let mut request = worker
-        .upstream
-        .client()
-        .request(req.method().clone(), format!("{url}{}", path_and_query(req)))
-        .timeout(timeout);
-    for (name, value) in headers {
-        request = request.append_header((name.clone(), value.clone()));
-    }
-    let mut response =
-        request.send_body(body).await.map_err(|e| upstream::send_error(e, timeout))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.body().limit(MAX_RESPONSE_BYTES).await.map_err(|e| match e {
-        PayloadError::Overflow => UpstreamError::TooLarge,
-        other => UpstreamError::Broken(format!("reading the leader's answer: {other}")),
-    })?;
-    Ok(UpstreamResponse { status, headers, body })
+) -> Result<UpstreamResponse<Body>, UpstreamError> {
+    let request = (path_and_query(req), Headers::Exactly(headers), body);
+    worker.upstream.send(url, req.method(), request, timeout).await
 }

@@ -105,7 +105,7 @@ async fn serve(
     loop {
         let (cluster, worker) = (&handles.cluster, &handles.worker);
         match follow::route(&req, (access, &body), cluster, worker, &mut made_key).await? {
-            Routed::Answered(answer) => return Ok(respond(answer)),
+            Routed::Answered(answer) => return Ok(respond(*answer)),
             Routed::Here => {}
         }
         let (req, route, body) = (req.clone(), route.clone(), body.clone());
