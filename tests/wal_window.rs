@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use actix_web::web::Bytes;
 use chroma_ha::config::DatabaseUrl;
 use chroma_ha::instance::InstanceName;
@@ -24,6 +26,9 @@ fn owed_windows(wal: WalBackend) {
     let replica = InstanceName::new("replica".into());
     let store = WalStore::open(&url, vec![InstanceName::new("primary".into()), replica.clone()])
         .expect("open the WAL store");
+    let lease = store.lease().unwrap();
+    let epoch = store.take_lease("test", "http://127.0.0.1:1", &lease, Duration::from_secs(60));
+    store.hold(epoch.unwrap().expect("a fresh lease is free"));
     let record = |n: usize, size: usize| WriteRecord {
         txn_id: format!("t{n}"),
         idempotency_key: None,
