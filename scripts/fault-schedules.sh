@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The long fault-schedule run: N seeded schedules (default 100) from FIRST_SEED (default 1) of
-# kill -9, SIGSTOP and pg_ctl stop against primary, replica, proxy and PostgreSQL under
+# kill -9, SIGSTOP and pg_ctl stop against primary, replica, both proxies and PostgreSQL under
 # concurrent writers, each checked against the writers' oracle. Prints one line per schedule on
 # stderr and the summary line on stdout:
 #   schedules: N, acknowledged writes: N, uncertain: N, lost: 0, divergent: 0, resurrected: 0, ...

@@ -1,5 +1,6 @@
-//! Randomized fault schedules with an oracle (see tests/faults): primary, replica, proxy and
-//! PostgreSQL are killed, frozen and stopped under concurrent writers; afterwards every
+//! Randomized fault schedules with an oracle (see tests/faults): primary, replica, the leader
+//! proxy, the follower proxy and PostgreSQL are killed, frozen and stopped under concurrent
+//! writers; afterwards every
 //! instance must be identical, hold every acknowledged write, and resurrect no acknowledged
 //! delete, and no log entry may be stuck.
 //!
@@ -64,7 +65,21 @@ fn many_schedules() {
     let (mut acknowledged, mut uncertain) = (0, 0);
     let (mut lost, mut divergent, mut resurrected, mut stuck, mut refused) = (0, 0, 0, 0, 0);
     let mut failing = Vec::new();
+    // Faults of the proxy tier and of the store: leader kill -9, leader SIGSTOP, follower, store.
+    let mut tier = [0; 4];
     for seed in first..first + number {
+        use faults::schedule::{Fault, Schedule, Target};
+        for step in Schedule::draw(seed).steps {
+            for fault in step.faults {
+                match fault {
+                    (Target::Proxy, Fault::Kill) => tier[0] += 1,
+                    (Target::Proxy, Fault::Pause) => tier[1] += 1,
+                    (Target::Follower, _) => tier[2] += 1,
+                    (Target::Postgres, _) => tier[3] += 1,
+                    _ => {}
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let report = faults::run(seed, resets);
         eprintln!(
@@ -91,8 +106,12 @@ fn many_schedules() {
         }
         // After every schedule, so an interrupted run still tells what it saw.
         println!(
-            "schedules: {}, acknowledged writes: {acknowledged}, uncertain: {uncertain}, lost: {lost}, divergent: {divergent}, resurrected: {resurrected}, stuck: {stuck}, refused: {refused}",
-            seed - first + 1
+            "schedules: {}, acknowledged writes: {acknowledged}, uncertain: {uncertain}, lost: {lost}, divergent: {divergent}, resurrected: {resurrected}, stuck: {stuck}, refused: {refused}; faults: leader kill -9 {}, leader SIGSTOP {}, follower {}, PostgreSQL stop {}",
+            seed - first + 1,
+            tier[0],
+            tier[1],
+            tier[2],
+            tier[3]
         );
     }
     assert!(failing.is_empty(), "failing seeds: {failing:?}");
