@@ -63,6 +63,8 @@ fn the_dashboard_shows_state_backlog_and_a_dead_replica() {
     let first = dom(&dashboard);
     assert!(first.contains("data-fresh=\"true\""), "the page got /status: {first}");
     assert!(first.contains("data-fits=\"true\""), "{first}");
+    let proxies = text_of(&first, "proxies");
+    assert!(proxies.contains("leads at epoch 1") && proxies.contains("no follower"), "{proxies}");
     let phone = headless_at("390,844", &["--dump-dom", &dashboard]);
     assert!(phone.contains("data-fits=\"true\""), "readable on a phone's width: {phone}");
     assert!(phone.contains("data-instance=\"replica\""), "{phone}");
