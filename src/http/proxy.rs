@@ -3,8 +3,10 @@
 //! read's answer (get, query, search) declared larger than STREAM_THRESHOLD is streamed through
 //! as it arrives; every other answer is buffered whole.
 //!
-//! Never forwards a request the route table refuses, never forwards more than the headers Chroma
-//! needs, never streams an answer it must rewrite, and never answers a client with a connection
+//! A proxy that does not lead sends every admitted request to the leader ([`super::follow`]).
+//!
+//! Never forwards a request the route table refuses, never forwards to an instance more than the
+//! headers Chroma needs (the leader gets the credentials too, to check them again), never streams an answer it must rewrite, and never answers a client with a connection
 //! error while a usable instance is left: the one exception is a streamed answer that breaks off
 //! once its first bytes went out, which the client sees cut off (DESIGN 16).
 
