@@ -55,14 +55,14 @@ start_postgres() {
   PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
-# start_proxy NAME VAR=VALUE...: starts the release proxy with these settings in $WORK/NAME,
-# sets $PROXY and $PROXY_PID.
+# start_proxy NAME VAR=VALUE...: starts the release proxy (or $CHROMA_HA_BIN, to compare two
+# builds) with these settings in $WORK/NAME, sets $PROXY and $PROXY_PID.
 start_proxy() {
   local port name=$1
   shift
   port="$(free_port)"
   mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && exec env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn "$OLDPWD/target/release/chroma-ha") > "$WORK/$name/log" 2>&1 &
+  (cd "$WORK/$name" && exec env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn "${CHROMA_HA_BIN:-$OLDPWD/target/release/chroma-ha}") > "$WORK/$name/log" 2>&1 &
   PROXY_PID=$!
   pids+=($PROXY_PID)
   PROXY="http://127.0.0.1:$port"

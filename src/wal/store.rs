@@ -34,6 +34,9 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const MIGRATION_LOCK: i64 = 0x6368_726f_6d61_6861;
 /// The lease table's one row.
 const LEASE_ROW: i32 = 1;
+/// PostgreSQL advisory lock key of the lease ("lease" in ASCII): shared by every fenced
+/// transaction, exclusive for a takeover.
+const LEASE_LOCK: i64 = 0x6c65_6173_65;
 
 /// Longest wait for a pooled connection: a WAL store that does not answer in this time is down,
 /// and the write is refused rather than left hanging.
@@ -171,8 +174,8 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgDurability {
         // Whatever the server, database or role default: a commit is on disk when it returns.
         // A transaction of this proxy never waits between its statements, so one that idles
         // is a frozen process's (SIGSTOP, a paused VM): the server ends it, and with it the
-        // lock it shares on the lease row, which would otherwise hold off a takeover for as
-        // long as the freeze lasts.
+        // lease lock it shares (see [`Fencing`]), which would otherwise hold off a takeover for
+        // as long as the freeze lasts.
         conn.batch_execute(
             "SET synchronous_commit TO on; SET idle_in_transaction_session_timeout TO '2s'",
         )
@@ -181,15 +184,24 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgDurability {
 }
 
 /// Transactions that change the log, fenced: each checks, inside itself, that the lease's
-/// epoch is still the one this proxy holds, and aborts otherwise (DESIGN 12). PostgreSQL
-/// shares a lock on the lease row for the transaction's length, so a takeover's update waits for
-/// it, and a transaction that starts after the takeover sees the new epoch; SQLite's immediate
-/// transactions take the write lock at their start, which a takeover needs too.
+/// epoch is still the one this proxy holds, and aborts otherwise (DESIGN 12). On PostgreSQL
+/// each holds a shared transaction-level advisory lock, which a takeover takes exclusively
+/// before it moves the epoch: the takeover waits for the transactions in flight, and one that
+/// starts after it sees the new epoch. (An advisory lock lives in the server's memory: unlike a
+/// `FOR SHARE` lock on the lease row it writes nothing, and overlapping transactions make no
+/// multixact.) SQLite's immediate transactions take the file's write lock at their start, which
+/// a takeover needs too.
 trait Fencing: Sized {
     /// Runs `f` in a transaction that holds the lease at `epoch` for its whole length.
     fn fenced<T>(
         &mut self,
         epoch: i64,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError>;
+
+    /// Runs `f`, which moves the lease to a new epoch, once no fenced transaction is in flight.
+    fn taking_over<T>(
+        &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, WalError>,
     ) -> Result<T, WalError>;
 }
@@ -212,12 +224,22 @@ impl Fencing for PgConnection {
         f: impl FnOnce(&mut Self) -> Result<T, WalError>,
     ) -> Result<T, WalError> {
         self.transaction(|c| {
+            c.batch_execute(&format!("SELECT pg_advisory_xact_lock_shared({LEASE_LOCK})"))?;
             let lease = proxy_lease::table
                 .find(LEASE_ROW)
                 .select((proxy_lease::epoch, proxy_lease::holder))
-                .for_share()
                 .first(c)?;
             fenced_out(epoch, lease)?;
+            f(c)
+        })
+    }
+
+    fn taking_over<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        self.transaction(|c| {
+            c.batch_execute(&format!("SELECT pg_advisory_xact_lock({LEASE_LOCK})"))?;
             f(c)
         })
     }
@@ -237,6 +259,13 @@ impl Fencing for SqliteConnection {
             fenced_out(epoch, lease)?;
             f(c)
         })
+    }
+
+    fn taking_over<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, WalError>,
+    ) -> Result<T, WalError> {
+        self.immediate_transaction(f)
     }
 }
 

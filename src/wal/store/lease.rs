@@ -10,7 +10,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::{AnyPool, LEASE_ROW, WalError, WalStore};
+use super::{AnyPool, Fencing, LEASE_ROW, WalError, WalStore};
 use crate::wal::models::now_ms;
 use crate::wal::schema::{proxy_lease, proxy_members};
 
@@ -66,7 +66,8 @@ impl WalStore {
     }
 
     /// Takes the lease for `holder` at `url` if it is still exactly as `seen`: the epoch goes up
-    /// by one. Answers the new epoch, or `None` when someone changed the lease meanwhile.
+    /// by one, once the fenced transactions in flight are over. Answers the new epoch, or `None`
+    /// when someone changed the lease meanwhile.
     pub fn take_lease(
         &self,
         holder: &str,
@@ -76,22 +77,24 @@ impl WalStore {
     ) -> Result<Option<i64>, WalError> {
         let epoch = seen.epoch + 1;
         with_conn!(self.pool, |conn| {
-            let taken = diesel::update(
-                proxy_lease::table
-                    .find(LEASE_ROW)
-                    .filter(proxy_lease::epoch.eq(seen.epoch))
-                    .filter(proxy_lease::renewals.eq(seen.renewals)),
-            )
-            .set((
-                proxy_lease::holder.eq(holder),
-                proxy_lease::epoch.eq(epoch),
-                proxy_lease::url.eq(url),
-                proxy_lease::ttl_ms.eq(millis(ttl)),
-                proxy_lease::renewals.eq(0),
-                proxy_lease::expires_ms.eq(now_ms() + millis(ttl)),
-            ))
-            .execute(conn)?;
-            Ok((taken == 1).then_some(epoch))
+            conn.taking_over(|c| {
+                let taken = diesel::update(
+                    proxy_lease::table
+                        .find(LEASE_ROW)
+                        .filter(proxy_lease::epoch.eq(seen.epoch))
+                        .filter(proxy_lease::renewals.eq(seen.renewals)),
+                )
+                .set((
+                    proxy_lease::holder.eq(holder),
+                    proxy_lease::epoch.eq(epoch),
+                    proxy_lease::url.eq(url),
+                    proxy_lease::ttl_ms.eq(millis(ttl)),
+                    proxy_lease::renewals.eq(0),
+                    proxy_lease::expires_ms.eq(now_ms() + millis(ttl)),
+                ))
+                .execute(c)?;
+                Ok((taken == 1).then_some(epoch))
+            })
         })
     }
 
