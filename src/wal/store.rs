@@ -36,7 +36,7 @@ const MIGRATION_LOCK: i64 = 0x6368_726f_6d61_6861;
 const LEASE_ROW: i32 = 1;
 /// PostgreSQL advisory lock key of the lease ("lease" in ASCII): shared by every fenced
 /// transaction, exclusive for a takeover.
-const LEASE_LOCK: i64 = 0x6c65_6173_65;
+const LEASE_LOCK: i64 = 0x006c_6561_7365;
 
 /// Longest wait for a pooled connection: a WAL store that does not answer in this time is down,
 /// and the write is refused rather than left hanging.
