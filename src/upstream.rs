@@ -180,10 +180,32 @@ impl TakeBody for Body {
             Some(length) if length > call.stream_above => {
                 let (method, url) = call.origin;
                 let origin = format!("{method} {url}, streamed");
-                Ok(Self::Stream(Chunks::new(response, length, call.timeout, origin)))
+                Ok(Self::Stream(Chunks::new(response, Some(length), call.timeout, origin)))
             }
             _ => whole(response, call.timeout, call.deadline).await.map(Self::Whole),
         }
+    }
+}
+
+/// A leader's answer as a follower relays it: streamed as [`Body`] streams, and also when it
+/// declares no length, since the leader answers so only what it streams itself (a large record
+/// read).
+pub struct Relayed(pub Body);
+
+impl From<Bytes> for Relayed {
+    fn from(bytes: Bytes) -> Self {
+        Self(Body::Whole(bytes))
+    }
+}
+
+impl TakeBody for Relayed {
+    async fn take(response: awc::ClientResponse, call: Call<'_>) -> Result<Self, UpstreamError> {
+        if declared_length(&response).is_some() {
+            return Body::take(response, call).await.map(Self);
+        }
+        let (method, url) = call.origin;
+        let origin = format!("{method} {url}, relayed");
+        Ok(Self(Body::Stream(Chunks::new(response, None, call.timeout, origin))))
     }
 }
 
@@ -225,8 +247,9 @@ async fn whole(
 /// one before. It owns the connection to the instance: dropped, it closes it.
 pub struct Chunks {
     response: awc::ClientResponse,
-    /// The length the answer's head declared.
-    declared: u64,
+    /// The length the answer's head declared, if it did (a chunked answer's end is its last
+    /// chunk).
+    declared: Option<u64>,
     gap: Duration,
     idle: Pin<Box<Sleep>>,
     /// Bytes passed on so far.
@@ -238,7 +261,12 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    fn new(response: awc::ClientResponse, declared: u64, gap: Duration, origin: String) -> Self {
+    fn new(
+        response: awc::ClientResponse,
+        declared: Option<u64>,
+        gap: Duration,
+        origin: String,
+    ) -> Self {
         let idle = Box::pin(time::sleep(gap));
         Self { response, declared, gap, idle, sent: 0, broke: false, origin }
     }
@@ -262,7 +290,9 @@ impl Stream for Chunks {
             Poll::Ready(Some(Err(e))) => {
                 UpstreamError::Broken(format!("the answer broke off: {e}"))
             }
-            Poll::Ready(None) if this.sent < this.declared => short(this.sent, this.declared),
+            Poll::Ready(None) if this.declared.is_some_and(|d| this.sent < d) => {
+                short(this.sent, this.declared.unwrap_or_default())
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending if this.idle.as_mut().poll(cx).is_ready() => {
                 UpstreamError::Timeout(this.gap)

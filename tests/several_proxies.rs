@@ -30,7 +30,7 @@ use support::{
 const LEASE_TTL: &str = "2s";
 const TTL: Duration = Duration::from_secs(2);
 
-/// Proxy `id` in front of both instances on `wal`.
+/// Proxy `id` in front of both instances on `wal`, record answers above 256 bytes streamed.
 fn proxy(id: &str, primary: &Chroma, replica: &Chroma, wal: &WalBackend) -> Proxy {
     let db = wal.database_url();
     Proxy::start(
@@ -42,6 +42,7 @@ fn proxy(id: &str, primary: &Chroma, replica: &Chroma, wal: &WalBackend) -> Prox
             ("LEASE_TTL", LEASE_TTL),
             ("READ_REPLICA_RATIO", "0.5"),
             ("CHECK_INTERVAL", "1"),
+            ("STREAM_THRESHOLD", "256"),
         ],
     )
 }
@@ -429,6 +430,25 @@ fn two_processes_on_one_sqlite_file_share_the_lease() {
     wait_replicated([&primary, &replica], "sqlite", &expected);
     assert_eq!(ids_on(&primary, "sqlite"), expected);
     assert_no_gaps(&wal);
+    // A record read the leader streams (above STREAM_THRESHOLD) passes the follower as it
+    // arrives, chunked, and whole.
+    let everything = serde_json::to_vec(&json!({"include": ["embeddings"]})).unwrap();
+    let read = try_request(
+        "POST",
+        &format!("{}{DB}/collections/{c}/get", b.url()),
+        &[],
+        Some(&everything),
+    )
+    .unwrap();
+    assert_eq!(read.status, 200);
+    assert_eq!(read.header("content-length"), None, "streamed through both: {:?}", read.headers);
+    let ids: BTreeSet<String> = read.body["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{read:?}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, expected);
 }
 
 fn now_ms() -> i64 {

@@ -28,7 +28,7 @@ use super::{Cluster, Worker, path_and_query};
 use crate::chroma::headers::request_headers;
 use crate::leadership::Target;
 use crate::policy::Access;
-use crate::upstream::{Body, Headers, UpstreamError, UpstreamResponse};
+use crate::upstream::{Headers, Relayed, UpstreamError, UpstreamResponse};
 
 /// Request header naming the proxy that forwarded a request; a request that has it is never
 /// forwarded again.
@@ -44,7 +44,7 @@ pub enum Routed {
     /// keeps it: the leader that had it may have logged it.
     Here,
     /// By the leader, whose answer this is.
-    Answered(Box<UpstreamResponse<Body>>),
+    Answered(Box<UpstreamResponse<Relayed>>),
 }
 
 /// Sends the request to the leader unless this proxy leads. `made_key` is the idempotency key
@@ -160,15 +160,15 @@ fn to_leader(
     headers
 }
 
-/// One forward to the leader at `url`: its answer, read as [`Body`] reads an instance's (a large
-/// one passed on as it arrives).
+/// One forward to the leader at `url`: its answer, a large one passed on as it arrives
+/// ([`Relayed`]).
 async fn forward(
     worker: &Worker,
     url: &str,
     req: &HttpRequest,
     (headers, body): (&HeaderMap, Bytes),
     timeout: Duration,
-) -> Result<UpstreamResponse<Body>, UpstreamError> {
+) -> Result<UpstreamResponse<Relayed>, UpstreamError> {
     let request = (path_and_query(req), Headers::Exactly(headers), body);
     worker.upstream.send(url, req.method(), request, timeout).await
 }

@@ -107,7 +107,7 @@ async fn serve(
     loop {
         let (cluster, worker) = (&handles.cluster, &handles.worker);
         match follow::route(&req, (access, &body), cluster, worker, &mut made_key).await? {
-            Routed::Answered(answer) => return Ok(respond(*answer)),
+            Routed::Answered(answer) => return Ok(respond(answer.map_body(|r| r.0))),
             Routed::Here => {}
         }
         let (req, route, body) = (req.clone(), route.clone(), body.clone());
