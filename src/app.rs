@@ -110,6 +110,16 @@ fn reload_on_sighup(gate: web::Data<Gate>) {
     }
 }
 
+/// The listening socket, as actix-server would open it: address reuse, a backlog of 1,024.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// What a shutdown hands over: the writes in flight, the log's writer, the lease.
 #[derive(Clone)]
 struct Handover {
@@ -174,7 +184,7 @@ fn stop_on_signal(server: actix_web::dev::ServerHandle, handover: Handover) {
 /// files. Must run inside an actix `System`.
 pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), ServeError> {
     // Bound first: the proxy's default id and URL name the port actually bound.
-    let listener = std::net::TcpListener::bind(config.listen_addr)?;
+    let listener = listen(config.listen_addr)?;
     let bound = listener.local_addr()?;
     let scheme = if tls.listener.is_some() { "https" } else { "http" };
     let me = identify(config, bound, scheme);
