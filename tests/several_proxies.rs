@@ -367,10 +367,17 @@ fn sigterm_hands_the_lease_over_at_once() {
     let (mut a, b) = pair(&primary, &replica, &wal);
     let c = create(&b.url(), "termed");
     let load = Load::start(&c, vec![vec![b.url()]; 2]);
+    // Clients of the leader itself: once it stops accepting they get refused connections, and
+    // what it still holds goes to the next leader.
+    let own = Load::start(&c, vec![vec![a.url()]]);
     wait_until("60 requests", Duration::from_secs(60), || load.count() >= 60);
     a.sigterm();
     let took = wait_role(&b, "leader", Duration::from_secs(10));
     assert!(a.wait_exit(Duration::from_secs(15)).success());
+    let own = own.stop();
+    let answered_badly: Vec<&Sent> =
+        own.iter().filter(|s| s.outcome.as_ref().is_ok_and(|c| !(200..300).contains(c))).collect();
+    assert!(answered_badly.is_empty(), "the stopping leader answered {answered_badly:?}");
     let before = load.count();
     wait_until("60 more requests", Duration::from_secs(60), || load.count() >= before + 60);
     let sent = load.stop();

@@ -43,7 +43,7 @@ pub fn margin(ttl: Duration) -> Duration {
 }
 
 /// Give up the lease now, for a graceful handover at shutdown (after the drain); answers once it
-/// is released, and the actor stops taking it again.
+/// is released. The actor then only follows: it never takes the lease again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Release;
@@ -169,9 +169,6 @@ impl LeaseActor {
 
     /// One look at the lease; answers when to look again.
     fn tick(&mut self) -> Duration {
-        if self.released {
-            return POLL;
-        }
         let outcome = match self.held {
             Held::No => self.watch(),
             Held::Recovering(epoch) => self.recover(epoch),
@@ -226,7 +223,10 @@ impl LeaseActor {
         let expired = sighting.expired(self.ttl, now);
         let previous = self.leadership.view();
         self.sighting = Some(sighting);
-        let Some(why) = may_take(&lease, &self.me().id, first_look, expired) else {
+        // Released at shutdown: it follows, so that the requests it still holds find the next
+        // leader, and never takes the lease again.
+        let why = may_take(&lease, &self.me().id, first_look, expired).filter(|_| !self.released);
+        let Some(why) = why else {
             if previous.epoch != lease.epoch || previous.leader.is_none() {
                 info!(
                     "lease: following {} ({}) at epoch {}",
