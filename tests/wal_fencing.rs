@@ -35,12 +35,7 @@ fn fenced<T: std::fmt::Debug>(what: &str, result: Result<T, WalError>) {
 }
 
 fn a_lease_taken_over_fences_the_old_holder(wal: WalBackend) {
-    let url = wal.database_url();
-    let url = if url.starts_with("postgres") {
-        DatabaseUrl::Postgres(url)
-    } else {
-        DatabaseUrl::Sqlite(url.into())
-    };
+    let url: DatabaseUrl = wal.database_url().parse().unwrap();
     let names = vec![InstanceName::new("primary".into()), InstanceName::new("replica".into())];
     let (a, b) =
         (WalStore::open(&url, names.clone()).unwrap(), WalStore::open(&url, names).unwrap());

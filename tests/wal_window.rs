@@ -17,12 +17,7 @@ use support::WalBackend;
 const MB: usize = 1 << 20;
 
 fn owed_windows(wal: WalBackend) {
-    let url = wal.database_url();
-    let url = if url.starts_with("postgres") {
-        DatabaseUrl::Postgres(url)
-    } else {
-        DatabaseUrl::Sqlite(url.into())
-    };
+    let url: DatabaseUrl = wal.database_url().parse().unwrap();
     let replica = InstanceName::new("replica".into());
     let store = WalStore::open(&url, vec![InstanceName::new("primary".into()), replica.clone()])
         .expect("open the WAL store");

@@ -57,6 +57,10 @@ pub async fn route(
     made_key: &mut Option<String>,
 ) -> Result<Routed, ApiError> {
     let leadership = &cluster.leadership;
+    // The leader's every request: one look at the view, no subscription, no clock.
+    if leadership.target() == Target::Here {
+        return Ok(Routed::Here);
+    }
     let forwarded = req.headers().contains_key(FORWARDED_BY_HEADER);
     let hold_until = Instant::now() + cluster.request_timeout;
     let mut changes = leadership.subscribe();

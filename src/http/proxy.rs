@@ -10,6 +10,8 @@
 //! error while a usable instance is left: the one exception is a streamed answer that breaks off
 //! once its first bytes went out, which the client sees cut off (DESIGN 16).
 
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::web::{self, Bytes};
@@ -66,7 +68,6 @@ pub async fn forward(
 }
 
 /// What a proxied request may use.
-#[derive(Clone)]
 struct Handles {
     gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
@@ -101,6 +102,8 @@ async fn serve(
         }
     }
     let access = Access::of(route.op);
+    // Shared, not copied, by the write task and a retry after the lease moved.
+    let route = Rc::new(route);
     let handles = Handles { gate, cluster, ids, writes, worker };
     let forwarded = req.headers().contains_key(FORWARDED_BY_HEADER);
     let mut made_key = None;
@@ -110,10 +113,8 @@ async fn serve(
             Routed::Answered(answer) => return Ok(respond(answer.map_body(|r| r.0))),
             Routed::Here => {}
         }
-        let (req, route, body) = (req.clone(), route.clone(), body.clone());
-        let caller = caller.clone();
         let key = made_key.clone();
-        match here(req, route, body, (caller, key), handles.clone()).await {
+        match here((&req, &route, &body), (caller.as_ref(), key), &handles).await {
             // The lease moved between the check and the log: nothing was logged; the leader
             // takes it (a request forwarded here once is answered this 503 instead).
             Err(ApiError::NotLeader(_)) if !forwarded => continue,
@@ -125,11 +126,9 @@ async fn serve(
 /// Serves a request this proxy leads for: discovery of an unknown collection, then the read
 /// path or the write path.
 async fn here(
-    req: HttpRequest,
-    route: Route,
-    body: Bytes,
-    (caller, made_key): (Option<std::sync::Arc<Token>>, Option<String>),
-    handles: Handles,
+    (req, route, body): (&HttpRequest, &Rc<Route>, &Bytes),
+    (caller, made_key): (Option<&Arc<Token>>, Option<String>),
+    handles: &Handles,
 ) -> Result<HttpResponse, ApiError> {
     let Handles { cluster, ids, writes, worker, .. } = handles;
     let stats = &cluster.stats;
@@ -140,7 +139,7 @@ async fn here(
         // First request for a collection created outside the proxy: learn its ids once.
         let specs = cluster.specs();
         let client = worker.upstream.client();
-        match discover(client, &specs, &route, id, &ids.mapping).await {
+        match discover(client, &specs, route, id, &ids.mapping).await {
             Ok(true) => {}
             Ok(false) => {
                 bump(&stats.refused);
@@ -157,36 +156,38 @@ async fn here(
     match Access::of(route.op) {
         Access::Read => {
             bump(&stats.reads);
-            let scopes = Scope::of_read(&route);
-            let candidates = candidates(&worker, Access::Read, scopes.clone()).await?;
-            let path = path_and_query(&req);
-            let prepare = |i| prepare(&route, path, &body, i, &ids.table, false);
+            let scopes = Scope::of_read(route);
+            let candidates = candidates(worker, Access::Read, scopes.clone()).await?;
+            let path = path_and_query(req);
+            let prepare = |i| prepare(route, path, body, i, &ids.table, false);
             let needed = Applied::Scopes(scopes);
             if route.returns_records {
                 // Nothing to rewrite: a large answer passes through as it arrives.
                 let execution = execute::<Body>(
-                    &cluster,
-                    &worker,
+                    cluster,
+                    worker,
                     &candidates,
                     Access::Read,
-                    &req,
+                    req,
                     prepare,
                     &needed,
                 );
-                let (_, answer) = answered(&cluster, &req, execution.await)?;
+                let (_, answer) = answered(cluster, req, execution.await)?;
                 return Ok(respond(answer));
             }
             let execution =
-                execute(&cluster, &worker, &candidates, Access::Read, &req, prepare, &needed);
-            let (instance, answer) = answered(&cluster, &req, execution.await)?;
-            Ok(respond(
-                answer.map_body(|body| canonical_answer(&route, body, instance, &ids.table)),
-            ))
+                execute(cluster, worker, &candidates, Access::Read, req, prepare, &needed);
+            let (instance, answer) = answered(cluster, req, execution.await)?;
+            Ok(respond(answer.map_body(|body| canonical_answer(route, body, instance, &ids.table))))
         }
         Access::Write => {
             bump(&stats.writes);
             // Its own task: a client that goes away does not cancel a write half-way between
             // its log entry and its recorded outcome.
+            let (req, route, body, caller) =
+                (req.clone(), route.clone(), body.clone(), caller.cloned());
+            let (cluster, ids, writes, worker) =
+                (cluster.clone(), ids.clone(), writes.clone(), worker.clone());
             let write = actix_web::rt::spawn(async move {
                 let handles = write::Handles { cluster: &cluster, ids: &ids, writes: &writes };
                 let caller = (caller.as_deref(), made_key);
