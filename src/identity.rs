@@ -156,17 +156,22 @@ impl MappingTable {
         })
     }
 
-    /// The canonical id of a collection some other instance has under this name and `instance`
-    /// lacks: the one a create of that name on `instance` joins.
+    /// The canonical id of a collection one of `created_on` has under this name and `instance`
+    /// lacks: the one a create of that name on `instance` joins. `created_on` are the instances
+    /// that applied that create: another instance may still hold an older collection of the
+    /// name, which a delete it owes will remove.
     pub fn lacked_by(
         &self,
         instance: InstanceId,
         (tenant, database, name): (&str, &str, &str),
+        created_on: &[InstanceId],
     ) -> Option<CanonicalId> {
         self.find(|c| {
             c.in_database(tenant, database)
                 && c.instances.get(instance.0).is_some_and(Option::is_none)
-                && c.instances.iter().flatten().any(|l| l.name == name)
+                && created_on.iter().any(|on| {
+                    c.instances.get(on.0).cloned().flatten().is_some_and(|l| l.name == name)
+                })
         })
     }
 
@@ -306,8 +311,12 @@ mod tests {
 
         let fresh = MappingTable::new(2);
         fresh.apply(&placed("c-1", 0, "c-1", "docs"));
-        assert_eq!(fresh.lacked_by(InstanceId(1), ("t", "d", "docs")), canonical);
-        assert_eq!(fresh.lacked_by(InstanceId(0), ("t", "d", "docs")), None);
-        assert_eq!(fresh.lacked_by(InstanceId(1), ("t", "other", "docs")), None);
+        let created_on = [InstanceId(0)];
+        assert_eq!(fresh.lacked_by(InstanceId(1), ("t", "d", "docs"), &created_on), canonical);
+        assert_eq!(fresh.lacked_by(InstanceId(0), ("t", "d", "docs"), &created_on), None);
+        assert_eq!(fresh.lacked_by(InstanceId(1), ("t", "other", "docs"), &created_on), None);
+        // Instance 0 holds a collection of that name, but has not applied this create: an
+        // older generation, which a delete it owes will remove.
+        assert_eq!(fresh.lacked_by(InstanceId(1), ("t", "d", "docs"), &[]), None);
     }
 }

@@ -637,7 +637,8 @@ impl LaneRun {
             && table.to_instance(id, self.instance) == Translation::Unknown
         {
             let parts = &self.parts;
-            match discover(&self.client, &parts.specs, route, id, &parts.mapping).await {
+            let handles = (&parts.mapping, &*parts.progress);
+            match discover(&self.client, &parts.specs, route, id, handles).await {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(Refusal::Rejected(format!("no instance has collection {id}")));
@@ -698,12 +699,27 @@ impl LaneRun {
         if !status.is_success() && !already_done {
             return Err(rejected(status, &answer));
         }
-        let canonical = first
+        let recorded = first
             .response
             .as_deref()
             .and_then(|r| serde_json::from_slice::<Value>(r).ok())
-            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
-            .or_else(|| known_by_name(route, &prepared.body, self.instance, table));
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string));
+        let canonical = match recorded {
+            Some(id) => Some(id),
+            None if route.op == Operation::CreateCollection => {
+                let seq = first.seq;
+                let names =
+                    self.blocking(move |s| s.applied_on(seq)).await.map_err(Refusal::Store)?;
+                let specs = &self.parts.specs;
+                let created_on: Vec<InstanceId> = specs
+                    .iter()
+                    .filter(|spec| names.contains(&spec.name))
+                    .map(|spec| spec.id)
+                    .collect();
+                known_by_name(route, &prepared.body, (self.instance, &created_on), table)
+            }
+            None => None,
+        };
         let changes = identity_changes(
             route,
             &prepared.body,

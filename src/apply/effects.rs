@@ -16,6 +16,8 @@ use crate::actors::mapping::{MappingCacheActor, Persist};
 use crate::chroma::routes::Route;
 use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, MappingTable, Placement};
 use crate::instance::InstanceSpec;
+use crate::policy::Scope;
+use crate::progress::Progress;
 use crate::wal::store::WalError;
 
 /// Pause after a failed discovery before client requests for that collection try it again.
@@ -124,12 +126,18 @@ pub enum DiscoveryError {
 /// id for that name. Canonical is `id`, the one clients already use. Instances without the
 /// collection stay unmapped (requests for it will not be sent there). Answers whether any
 /// instance has it; an error when an instance could not be asked.
+///
+/// An instance that still owes collection writes of that database is not looked up by name:
+/// an owed delete and create of the name may stand between what it holds now and the
+/// collection `id` names (fault schedule seed 2 mapped a replica's old generation, which the
+/// owed delete then removed). Replay maps it by name when it reaches the collection's writes,
+/// in log order.
 pub async fn discover(
     client: &awc::Client,
     specs: &[InstanceSpec],
     route: &Route,
     id: &str,
-    mapping: &Addr<MappingCacheActor>,
+    (mapping, progress): (&Addr<MappingCacheActor>, &Progress),
 ) -> Result<bool, DiscoveryError> {
     let Some((tenant, database)) = route.database.as_deref().and_then(|d| d.split_once('/')) else {
         return Err(DiscoveryError::Instance("no database in the path".into()));
@@ -146,8 +154,12 @@ pub async fn discover(
     let Some((owner, name)) = known else { return Ok(false) };
     let mut changes = Vec::new();
     for spec in specs {
+        let names_settled = progress
+            .is_current(spec.id, &[Scope::Global, Scope::Database(format!("{tenant}/{database}"))]);
         let local = if spec.id == owner {
             Some(id.to_string())
+        } else if !names_settled {
+            None
         } else {
             let found = get(format!("{}{base}/{name}", spec.url)).await?;
             found.and_then(|c| c["id"].as_str().map(str::to_string))

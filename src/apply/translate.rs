@@ -207,12 +207,13 @@ pub fn identity_changes(
 }
 
 /// The canonical id of the collection a replayed create names, when the create's answer was
-/// never recorded (the proxy stopped mid-write): the mapping of that name that other instances
-/// have and `instance` lacks, so the create joins it rather than founding a second canonical id.
+/// never recorded (the proxy stopped mid-write): the mapping of that name that the instances
+/// which applied this create (`created_on`) have and `instance` lacks, so the create joins it
+/// rather than founding a second canonical id.
 pub fn known_by_name(
     route: &Route,
     request: &[u8],
-    instance: InstanceId,
+    (instance, created_on): (InstanceId, &[InstanceId]),
     table: &MappingTable,
 ) -> Option<String> {
     if route.op != Operation::CreateCollection {
@@ -221,7 +222,7 @@ pub fn known_by_name(
     let (tenant, database) = route.database.as_deref()?.split_once('/')?;
     let body = serde_json::from_slice::<Value>(request).ok()?;
     let name = body.get("name")?.as_str()?;
-    table.lacked_by(instance, (tenant, database, name)).map(|c| c.0)
+    table.lacked_by(instance, (tenant, database, name), created_on).map(|c| c.0)
 }
 
 /// `answer` with every collection id of `instance` replaced by its canonical id.
@@ -359,10 +360,14 @@ mod tests {
         let table = MappingTable::new(2);
         let create = route(Method::POST, P);
         let body = br#"{"name":"docs","get_or_create":true}"#;
-        assert_eq!(known_by_name(&create, body, InstanceId(1), &table), None);
+        let on_replica = (InstanceId(1), &[InstanceId(0)][..]);
+        assert_eq!(known_by_name(&create, body, on_replica, &table), None);
         place(&table, 0, C);
-        assert_eq!(known_by_name(&create, body, InstanceId(1), &table).as_deref(), Some(C));
+        assert_eq!(known_by_name(&create, body, on_replica, &table).as_deref(), Some(C));
+        // Fault schedule seed 2: the primary has not applied this create; what it holds under
+        // the name is an older collection.
+        assert_eq!(known_by_name(&create, body, (InstanceId(1), &[]), &table), None);
         place(&table, 1, R);
-        assert_eq!(known_by_name(&create, body, InstanceId(1), &table), None);
+        assert_eq!(known_by_name(&create, body, on_replica, &table), None);
     }
 }

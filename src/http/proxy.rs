@@ -139,7 +139,7 @@ async fn here(
         // First request for a collection created outside the proxy: learn its ids once.
         let specs = cluster.specs();
         let client = worker.upstream.client();
-        match discover(client, &specs, route, id, &ids.mapping).await {
+        match discover(client, &specs, route, id, (&ids.mapping, &cluster.progress)).await {
             Ok(true) => {}
             Ok(false) => {
                 bump(&stats.refused);

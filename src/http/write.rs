@@ -247,8 +247,25 @@ async fn resolve(
             if entry_state == EntryState::Committed {
                 let changes =
                     identity_changes(route, request, &answer.body, instance, &ids.table, None);
+                let names_collection = !changes.is_empty();
                 if let Err(e) = record_changes(changes, &ids.mapping).await {
                     error!("transaction seq {seq}: collection ids not recorded: {e}");
+                    // An id not recorded is an id another leader cannot know: the answer is
+                    // not given, and the write is applied everywhere again, where it is
+                    // idempotent (fault schedule seed 2: a create's id answered here, then
+                    // unknown to the next leader, which gave the collection another).
+                    if names_collection {
+                        return unknown_outcome(
+                            seq,
+                            cluster.unavailable(
+                                req,
+                                format!(
+                                    "{} executed the write but its collection ids could not be recorded ({e}); the outcome is unknown: the write is logged and will be applied on every instance",
+                                    cluster.instances[instance.0].spec.name
+                                ),
+                            ),
+                        );
+                    }
                 }
                 answer.body = canonical_answer(route, answer.body, instance, &ids.table);
             }
@@ -275,20 +292,15 @@ async fn resolve(
         // An instance may execute it yet (it timed out, or broke off, holding the request):
         // the outcome is unknown, so replay applies it everywhere, as crash recovery would;
         // recording it failed would leave that instance alone with it (fault schedule seed 1).
-        Execution::Unreachable { detail, may_have_arrived: true } => {
-            let error = cluster.unavailable(
+        Execution::Unreachable { detail, may_have_arrived: true } => unknown_outcome(
+            seq,
+            cluster.unavailable(
                 req,
                 format!(
                     "{detail}; the outcome is unknown: the write is logged and will be applied on every instance"
                 ),
-            );
-            // No status: a retry under its key is answered 202 queued, not this 503 again.
-            let queued = Resolution {
-                status: None,
-                ..outcome(EntryState::Queued, error.status_code(), None, Some(error.to_string()))
-            };
-            (queued, error.error_response())
-        }
+            ),
+        ),
         Execution::Unreachable { detail, may_have_arrived: false } => {
             let error = cluster.unavailable(req, detail);
             let status = error.status_code();
@@ -306,6 +318,20 @@ async fn resolve(
             )
         }
     }
+}
+
+/// A write that may have been executed, answered as unknown: it is queued for every instance.
+/// No status: a retry under its key is answered 202 queued, not this 503 again.
+fn unknown_outcome(seq: Seq, error: ApiError) -> (Resolution, HttpResponse) {
+    let resolution = Resolution {
+        seq,
+        state: EntryState::Queued,
+        status: None,
+        response: None,
+        error: Some(error.to_string()),
+        applied_on: None,
+    };
+    (resolution, error.error_response())
 }
 
 /// A retry under a used key: the first answer if the request is the same, else 422.

@@ -832,6 +832,17 @@ impl WalStore {
         })
     }
 
+    /// The instances that have applied entry `seq`.
+    pub fn applied_on(&self, seq: Seq) -> Result<Vec<InstanceName>, WalError> {
+        with_conn!(self.pool, |conn| {
+            Ok(wal_applied::table
+                .filter(wal_applied::seq.eq(seq))
+                .filter(wal_applied::state.eq(ApplyState::Applied))
+                .select(wal_applied::instance)
+                .load(conn)?)
+        })
+    }
+
     /// Records a failed attempt of `seq` on `instance`; after `max_attempts` the entry is
     /// failed there. Answers whether it is failed now.
     pub fn record_attempt(

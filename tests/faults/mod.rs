@@ -213,15 +213,24 @@ pub fn run(seed: u64, resets: bool) -> Report {
         stuck: reset_problems,
         ..Report::default()
     };
+    let settling = Instant::now();
     settle(&cluster, &mut report);
+    let settled = settling.elapsed();
     let tenants: Vec<String> =
         writers.iter().flat_map(|w| w.tenants.iter().map(|t| t.name.clone())).collect();
     let print = agreed_fingerprint(&cluster, &tenants, &mut report);
+    let debugging = std::env::var("FAULT_DEBUG").is_ok();
+    if debugging {
+        let agreed = settling.elapsed() - settled;
+        eprintln!(
+            "seed {seed}: the log settled in {settled:?}, the instances agreed {agreed:?} later"
+        );
+    }
     check(&print, &writers, &mut report);
-    if std::env::var("FAULT_DEBUG").is_ok() {
+    if debugging {
         debug(&print, &writers);
     }
-    if !report.clean() {
+    if !report.clean() || debugging {
         let saved = std::env::temp_dir().join(format!("chroma-ha-faults-seed-{seed}.log"));
         // The proxy's log, then the log of writes as the WAL holds it: what each entry was, how
         // it ended, and where it was applied.
