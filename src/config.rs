@@ -211,6 +211,22 @@ pub struct Config {
     #[arg(long, env, default_value = "5", value_parser = parse::replay_retries)]
     pub max_replay_retries: i32,
 
+    /// Records a second that verification and repair read from one instance, from 1 to
+    /// 1,000,000 (a collection of N records costs 2N: its ids, then its records).
+    ///
+    /// 5000 by default: a 100,000-record collection is checked in under a minute, while an
+    /// instance serving its clients gives the check a small share of its reads.
+    #[arg(long, env, default_value = "5000", value_parser = parse::verify_rate)]
+    pub verify_rate: u32,
+
+    /// Time between verifications started by themselves (on the leader); 0 turns them off.
+    ///
+    /// 24h by default: drift from writes around the proxy or a restored backup is found within
+    /// a day, at the cost of reading every record once a day.
+    #[arg(long, env, default_value = "24h", value_parser = parse::duration_or_zero)]
+    #[serde(serialize_with = "show::duration")]
+    pub verify_interval: Duration,
+
     /// File of `[[tokens]]` entries (name, sha256 or token, role, tenant, databases), besides
     /// those of the `--config` file; re-read on SIGHUP.
     ///
@@ -786,6 +802,12 @@ pub(crate) mod parse {
         bytes.filter(|n| *n <= MAX_RESPONSE_BYTES as u64).ok_or_else(|| {
             format!("`{text}` is not a size from 0 to 256MiB (bytes, or 512KiB, 1MiB)")
         })
+    }
+
+    /// A whole number from 1 to 1,000,000.
+    pub fn verify_rate(text: &str) -> Result<u32, String> {
+        let n = text.trim().parse::<u32>().ok().filter(|n| (1..=1_000_000).contains(n));
+        n.ok_or_else(|| format!("`{text}` is not a whole number from 1 to 1000000"))
     }
 
     /// A whole number from 1 to 1000.

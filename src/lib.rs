@@ -37,6 +37,9 @@
 //! - [`leadership`]: who leads the proxies sharing the log, read on every request;
 //!   [`actors::lease`]: `LeaseActor`, which takes and renews the lease and fences the log.
 //! - [`http::follow`]: a follower's requests, forwarded to the leader.
+//! - [`verify`]: record and chunk hashes, diffs and reports of verification (pure);
+//!   [`actors::verifier`]: `VerifierActor`, which checks instances and repairs one, under the
+//!   write claims.
 
 pub mod actors;
 pub mod app;
@@ -56,4 +59,5 @@ pub mod remote;
 pub mod stats;
 pub mod tls;
 pub mod upstream;
+pub mod verify;
 pub mod wal;
