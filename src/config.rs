@@ -31,6 +31,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
+use crate::audit::{RepairArgs, VerifyArgs};
 use crate::auth::Tokens;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 use crate::remote::{CheckArgs, StatusArgs};
@@ -272,6 +273,12 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a running proxy's state for a person (--watch: refresh every 2 s).
     Status(StatusArgs),
+    /// Check through a running proxy that every instance holds the source's data: exit 0
+    /// identical, 1 differences found, 2 the check could not run.
+    Verify(VerifyArgs),
+    /// Make one instance equal to the source through a running proxy: exit 0 repaired, 1
+    /// differences remain, 2 the repair could not run.
+    Repair(RepairArgs),
 }
 
 impl Cli {

@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: flags, env vars and TOML file, validated into one `Config`.
 //! - [`remote`]: `chroma-ha check` (the monitoring plugin) and `chroma-ha status`.
+//! - [`audit`]: `chroma-ha verify` and `chroma-ha repair`, clients of the admin API.
 //! - [`app`]: the composition root: opens the WAL, starts the actors, binds the server.
 //! - [`auth`]: tokens, roles, and what each may do (DESIGN 14).
 //! - [`instance`]: typed instance ids, names and roles.
@@ -44,6 +45,7 @@
 pub mod actors;
 pub mod app;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod chroma;
 pub mod config;
