@@ -169,6 +169,16 @@ impl Place {
     fn key(&self) -> String {
         format!("{}/{}", self.tenant, self.database)
     }
+
+    /// An empty report on collection `name` here.
+    fn report(&self, name: &str) -> CollectionReport {
+        CollectionReport {
+            tenant: self.tenant.clone(),
+            database: self.database.clone(),
+            collection: name.to_string(),
+            ..Default::default()
+        }
+    }
 }
 
 /// One job under way.
@@ -312,12 +322,7 @@ impl Run {
             };
             for collection in &ours {
                 self.leading()?;
-                let mut report = CollectionReport {
-                    tenant: place.tenant.clone(),
-                    database: place.database.clone(),
-                    collection: collection.name.clone(),
-                    ..Default::default()
-                };
+                let mut report = place.report(&collection.name);
                 if self.job.kind == "repair" {
                     report.repair = Some(RepairCounts::default());
                 }
@@ -539,13 +544,8 @@ impl Run {
         place: &Place,
         extra: &Collection,
     ) -> CollectionReport {
-        let mut report = CollectionReport {
-            tenant: place.tenant.clone(),
-            database: place.database.clone(),
-            collection: extra.name.clone(),
-            problems: vec!["extra".into()],
-            ..Default::default()
-        };
+        let mut report = place.report(&extra.name);
+        report.problems.push("extra".into());
         if self.job.kind != "repair" {
             return report;
         }
@@ -840,13 +840,8 @@ impl Run {
     /// Every collection of the source counted unreadable on an instance that cannot be listed.
     fn unreadable(&self, target: InstanceId, place: &Place, ours: &[Collection], why: &str) {
         for c in ours {
-            let mut report = CollectionReport {
-                tenant: place.tenant.clone(),
-                database: place.database.clone(),
-                collection: c.name.clone(),
-                problems: vec![format!("unreadable: {why}")],
-                ..Default::default()
-            };
+            let mut report = place.report(&c.name);
+            report.problems.push(format!("unreadable: {why}"));
             if self.job.kind == "repair" {
                 report.repair = Some(RepairCounts {
                     left: vec![format!("not repaired: {why}")],
