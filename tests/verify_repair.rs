@@ -309,3 +309,40 @@ fn verification_reads_at_most_verify_rate_records_a_second() {
     );
     assert!(seconds >= 4.0, "20,000 records at 5,000 a second take at least 4 s: {seconds}");
 }
+
+#[test]
+fn a_follower_refuses_verification_and_names_the_leader() {
+    let primary = Chroma::start("primary");
+    let replica = Chroma::start("replica");
+    let wal = support::WalBackend::sqlite();
+    let db = wal.database_url();
+    let settings = |id| {
+        vec![
+            ("DATABASE_URL", db.clone()),
+            ("PROXY_ID", id),
+            ("ADMIN_TOKEN", TOKEN.to_string()),
+            ("VERIFY_INTERVAL", "0".to_string()),
+        ]
+    };
+    let start = |id: &str| {
+        let pairs = settings(id.to_string());
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Proxy::start(&primary, &[&replica], &pairs)
+    };
+    let leader = start("a");
+    wait_until("a leads", Duration::from_secs(10), || leader.status()["proxy"]["role"] == "leader");
+    let follower = start("b");
+    wait_until("b follows", Duration::from_secs(10), || {
+        follower.status()["proxy"]["role"] == "follower"
+    });
+    for (method, path) in [("POST", "/admin/verify"), ("GET", "/admin/verify")] {
+        let refused = admin(&follower, method, path, None);
+        assert_eq!(refused.status, 503, "{:?}", refused.body);
+        let message = refused.body["message"].as_str().unwrap();
+        assert!(message.contains("leader") && message.contains(&leader.url()), "{message}");
+    }
+    let (code, _) = cli(&follower, &["verify"]);
+    assert_eq!(code, 2, "a check that cannot run");
+    assert_eq!(cli(&leader, &["verify", "--token", "not-the-admin-token"]).0, 2, "unauthorized");
+    assert_eq!(cli(&leader, &["verify"]).0, 0);
+}

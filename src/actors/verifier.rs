@@ -550,7 +550,7 @@ impl Run {
             return report;
         }
         let mut counts = RepairCounts::default();
-        let protected = self.parts.writes.protected_collections.iter().any(|p| *p == extra.name);
+        let protected = self.parts.writes.protected_collections.contains(&extra.name);
         if protected {
             counts
                 .left
