@@ -124,7 +124,15 @@ impl Actor for VerifierActor {
     }
 }
 
-impl Supervised for VerifierActor {}
+impl Supervised for VerifierActor {
+    /// A job whose future died with the actor is ended, so that the next one may start.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.parts.state.update(|job| job.error = Some("the verifier restarted".into()));
+        if let Some(job) = self.parts.state.finish() {
+            warn!("{}: stopped: the verifier restarted", job.kind);
+        }
+    }
+}
 
 impl Handler<Start> for VerifierActor {
     type Result = Result<(), String>;
