@@ -21,12 +21,13 @@ use crate::actors::wal_writer::{Drain, WalWriterActor};
 use crate::apply::effects::{DISCOVERY_RETRY, DiscoveryBackoff};
 use prometheus_client::metrics::counter::Counter;
 
+use crate::actors::verifier::{VerifierActor, VerifierParts};
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::gate::{self, Gate};
 use crate::http::log_reader::LogReader;
-use crate::http::{self, Cluster, Identities, InstanceHandle, Worker, WritePath};
+use crate::http::{self, Cluster, Identities, InstanceHandle, Verifier, Worker, WritePath};
 use crate::identity::MappingTable;
 use crate::instance::{InstanceName, InstanceSpec};
 use crate::leadership::{Leadership, Peer};
@@ -34,6 +35,7 @@ use crate::ordering::WriteOrder;
 use crate::progress::Progress;
 use crate::stats::Stats;
 use crate::tls::Tls;
+use crate::verify::Verification;
 use crate::wal::store::{WalError, WalStore};
 
 /// Why the proxy could not start or serve.
@@ -271,6 +273,18 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         lease,
         grace: config.shutdown_grace,
     };
+    let state = Arc::new(Verification::default());
+    let parts = VerifierParts {
+        cluster: cluster.clone(),
+        ids: ids.clone(),
+        writes: writes.clone(),
+        state: state.clone(),
+        rate: config.verify_rate,
+        interval: config.verify_interval,
+        tls: tls.upstream.clone(),
+    };
+    let actor = Supervisor::start(move |_| VerifierActor::new(parts));
+    let verifier = web::Data::new(Verifier { actor, state });
     let log = web::Data::new(LogReader::new(store, replay_counters, config.lease_ttl));
     let gate = web::Data::new(start_gate(config, tokens, cluster.stats.denied.clone()));
     let replay = web::Data::new(replay);
@@ -285,6 +299,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
             .app_data(log.clone())
             .app_data(gate.clone())
             .app_data(replay.clone())
+            .app_data(verifier.clone())
             .configure(http::routes)
     })
     .shutdown_timeout(config.shutdown_grace.as_secs_f64().ceil() as u64);

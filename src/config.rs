@@ -31,6 +31,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, FromArgMatches};
 use serde::Serialize;
 
+use crate::audit::{RepairArgs, VerifyArgs};
 use crate::auth::Tokens;
 use crate::instance::{InstanceId, InstanceName, InstanceSpec, Role};
 use crate::remote::{CheckArgs, StatusArgs};
@@ -211,6 +212,22 @@ pub struct Config {
     #[arg(long, env, default_value = "5", value_parser = parse::replay_retries)]
     pub max_replay_retries: i32,
 
+    /// Records a second that verification and repair read from one instance, from 1 to
+    /// 1,000,000 (a collection of N records costs 2N: its ids, then its records).
+    ///
+    /// 5000 by default: a 100,000-record collection is checked in under a minute, while an
+    /// instance serving its clients gives the check a small share of its reads.
+    #[arg(long, env, default_value = "5000", value_parser = parse::verify_rate)]
+    pub verify_rate: u32,
+
+    /// Time between verifications started by themselves (on the leader); 0 turns them off.
+    ///
+    /// 24h by default: drift from writes around the proxy or a restored backup is found within
+    /// a day, at the cost of reading every record once a day.
+    #[arg(long, env, default_value = "24h", value_parser = parse::duration_or_zero)]
+    #[serde(serialize_with = "show::duration")]
+    pub verify_interval: Duration,
+
     /// File of `[[tokens]]` entries (name, sha256 or token, role, tenant, databases), besides
     /// those of the `--config` file; re-read on SIGHUP.
     ///
@@ -256,6 +273,12 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a running proxy's state for a person (--watch: refresh every 2 s).
     Status(StatusArgs),
+    /// Check through a running proxy that every instance holds the source's data: exit 0
+    /// identical, 1 differences found, 2 the check could not run.
+    Verify(VerifyArgs),
+    /// Make one instance equal to the source through a running proxy: exit 0 repaired, 1
+    /// differences remain, 2 the repair could not run.
+    Repair(RepairArgs),
 }
 
 impl Cli {
@@ -786,6 +809,12 @@ pub(crate) mod parse {
         bytes.filter(|n| *n <= MAX_RESPONSE_BYTES as u64).ok_or_else(|| {
             format!("`{text}` is not a size from 0 to 256MiB (bytes, or 512KiB, 1MiB)")
         })
+    }
+
+    /// A whole number from 1 to 1,000,000.
+    pub fn verify_rate(text: &str) -> Result<u32, String> {
+        let n = text.trim().parse::<u32>().ok().filter(|n| (1..=1_000_000).contains(n));
+        n.ok_or_else(|| format!("`{text}` is not a whole number from 1 to 1000000"))
     }
 
     /// A whole number from 1 to 1000.

@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: flags, env vars and TOML file, validated into one `Config`.
 //! - [`remote`]: `chroma-ha check` (the monitoring plugin) and `chroma-ha status`.
+//! - [`audit`]: `chroma-ha verify` and `chroma-ha repair`, clients of the admin API.
 //! - [`app`]: the composition root: opens the WAL, starts the actors, binds the server.
 //! - [`auth`]: tokens, roles, and what each may do (DESIGN 14).
 //! - [`instance`]: typed instance ids, names and roles.
@@ -37,10 +38,14 @@
 //! - [`leadership`]: who leads the proxies sharing the log, read on every request;
 //!   [`actors::lease`]: `LeaseActor`, which takes and renews the lease and fences the log.
 //! - [`http::follow`]: a follower's requests, forwarded to the leader.
+//! - [`verify`]: record and chunk hashes, diffs and reports of verification (pure);
+//!   [`actors::verifier`]: `VerifierActor`, which checks instances and repairs one, under the
+//!   write claims.
 
 pub mod actors;
 pub mod app;
 pub mod apply;
+pub mod audit;
 pub mod auth;
 pub mod chroma;
 pub mod config;
@@ -56,4 +61,5 @@ pub mod remote;
 pub mod stats;
 pub mod tls;
 pub mod upstream;
+pub mod verify;
 pub mod wal;

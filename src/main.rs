@@ -13,6 +13,8 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Check(args)) => return chroma_ha::remote::run(args),
         Some(Command::Status(args)) => return chroma_ha::remote::status(args),
+        Some(Command::Verify(args)) => return chroma_ha::audit::verify(args),
+        Some(Command::Repair(args)) => return chroma_ha::audit::repair(args),
         _ => {}
     }
     let raw = match RawSettings::load(&cli) {

@@ -109,6 +109,7 @@ pub struct InstanceCounters {
     states: Vec<Gauge>,
     lag_entries: Gauge,
     lag_seconds: FloatGauge,
+    divergent_records: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +136,8 @@ pub struct InstanceSample {
     pub lag_entries: i64,
     /// Age of the oldest one, in seconds (0 when none).
     pub lag_seconds: f64,
+    /// Records that differed from the source in the last verification (0 when none ran).
+    pub divergent_records: i64,
 }
 
 /// The log as a scrape sees it; `None` when the store could not be read.
@@ -302,6 +305,7 @@ impl Stats {
             }
             counters.lag_entries.set(sample.lag_entries);
             counters.lag_seconds.set(sample.lag_seconds);
+            counters.divergent_records.set(sample.divergent_records);
         }
         self.wal.store_up.set(i64::from(wal.is_some()));
         if let Some(wal) = wal {
@@ -324,6 +328,7 @@ struct InstanceFamilies {
     failovers: Family<Labels<1>, Counter>,
     lag_entries: Family<Labels<1>, Gauge>,
     lag_seconds: Family<Labels<1>, FloatGauge>,
+    divergent_records: Family<Labels<1>, Gauge>,
 }
 
 impl InstanceFamilies {
@@ -336,6 +341,7 @@ impl InstanceFamilies {
             failovers: Family::default(),
             lag_entries: Family::default(),
             lag_seconds: Family::default(),
+            divergent_records: Family::default(),
         };
         let f = &families;
         registry.register("instance_up", "Whether requests may go to the instance", f.up.clone());
@@ -365,6 +371,11 @@ impl InstanceFamilies {
             "Age of the oldest entry the instance has not applied (0 when none)",
             f.lag_seconds.clone(),
         );
+        registry.register(
+            "divergent_records",
+            "Records that differed from the source in the last verification",
+            f.divergent_records.clone(),
+        );
         families
     }
 
@@ -383,6 +394,7 @@ impl InstanceFamilies {
                 .collect(),
             lag_entries: self.lag_entries.get_or_create_owned(&[instance()]),
             lag_seconds: self.lag_seconds.get_or_create_owned(&[instance()]),
+            divergent_records: self.divergent_records.get_or_create_owned(&[instance()]),
         }
     }
 }
@@ -427,7 +439,13 @@ mod tests {
     }
 
     fn sample(up: bool, state: &'static str, lag: i64) -> InstanceSample {
-        InstanceSample { up, state, lag_entries: lag, lag_seconds: lag as f64 / 2.0 }
+        InstanceSample {
+            up,
+            state,
+            lag_entries: lag,
+            lag_seconds: lag as f64 / 2.0,
+            divergent_records: 0,
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Admin endpoints under `/admin`, behind ADMIN_TOKEN or an admin token for every tenant
 //! ([`Gate::admin`]): list instances, force an instance's health for a while, clear the
-//! override, repair a mapping, list, retry and skip failed replays.
+//! override, repair a mapping, list, retry and skip failed replays, start a verification or a
+//! repair of an instance and show its progress (on the leader only: a follower refuses them
+//! with 503 naming the leader, since the job runs where the write order is).
 //!
 //! Never acts before the token is checked, and never logs the token or echoes it back.
 
@@ -16,12 +18,15 @@ use serde_json::json;
 use super::error::ApiError;
 use super::gate::Gate;
 use super::log_reader::LogReader;
-use super::{Cluster, Identities};
+use super::{Cluster, Identities, Verifier};
 use crate::actors::health::{ClearForce, ForceHealth};
 use crate::actors::replay::{ReplayActor, RetryFailed, Skip};
+use crate::actors::verifier::Start;
 use crate::apply::effects::record_changes;
 use crate::chroma::routes::is_collection_id;
 use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
+use crate::instance::Role;
+use crate::verify::{Filter, Job};
 use crate::wal::models::Seq;
 
 /// Longest override: a forgotten one must not outlive a day.
@@ -38,7 +43,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/create_mapping", web::post().to(create_mapping))
         .route("/admin/wal/failed", web::get().to(failed_replays))
         .route("/admin/wal/retry", web::post().to(retry_replays))
-        .route("/admin/wal/skip", web::post().to(skip_replay));
+        .route("/admin/wal/skip", web::post().to(skip_replay))
+        .service(
+            web::resource("/admin/verify")
+                .route(web::post().to(start_verify))
+                .route(web::get().to(verify_status)),
+        )
+        .service(
+            web::resource("/admin/repair")
+                .route(web::post().to(start_repair))
+                .route(web::get().to(verify_status)),
+        );
 }
 
 /// Body of `POST /admin/create_mapping` (the seed deployment's shape).
@@ -282,4 +297,106 @@ async fn clear_health(
     let cleared =
         instance.health.send(ClearForce).await.map_err(ApiError::actor("health actor"))?;
     Ok(HttpResponse::Ok().json(json!({"instance": instance.spec.name, "cleared": cleared})))
+}
+
+/// Body of `POST /admin/repair`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepairBody {
+    instance: String,
+    tenant: Option<String>,
+    database: Option<String>,
+    collection: Option<String>,
+    #[serde(default)]
+    delete_extra: bool,
+}
+
+/// Refuses a job on a follower: it runs where the write order is, on the leader.
+fn on_the_leader(cluster: &Cluster) -> Result<(), ApiError> {
+    if cluster.leadership.may_execute() {
+        return Ok(());
+    }
+    let leader = cluster.leadership.view().leader.filter(|l| l.id != cluster.leadership.me().id);
+    Err(ApiError::NotLeader(match leader {
+        Some(leader) => format!(
+            "verification and repair run on the leader proxy only: send this to {} ({})",
+            leader.url, leader.id
+        ),
+        None => "verification and repair run on the leader proxy only, and none leads now".into(),
+    }))
+}
+
+async fn begin(verifier: &Verifier, job: Job) -> Result<HttpResponse, ApiError> {
+    verifier
+        .actor
+        .send(Start(job.clone()))
+        .await
+        .map_err(ApiError::actor("verifier"))?
+        .map_err(ApiError::Conflict)?;
+    Ok(HttpResponse::Accepted().json(json!({ "started": job })))
+}
+
+/// Starts a check of every instance against the source: body empty, or
+/// `{"tenant", "database", "collection"}` (each optional).
+async fn start_verify(
+    req: HttpRequest,
+    body: Bytes,
+    gate: web::Data<Gate>,
+    cluster: web::Data<Cluster>,
+    verifier: web::Data<Verifier>,
+) -> Result<HttpResponse, ApiError> {
+    gate.admin(&req)?;
+    let filter: Filter = if body.iter().all(u8::is_ascii_whitespace) {
+        Filter::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "expected an empty body or {{\"tenant\", \"database\", \"collection\"}} (each optional): {e}"
+            ))
+        })?
+    };
+    on_the_leader(&cluster)?;
+    begin(&verifier, Job::new("verify", filter, None, false)).await
+}
+
+/// Starts a repair of one instance from the source: `{"instance", "tenant", "database",
+/// "collection", "delete_extra"}` (all but `instance` optional).
+async fn start_repair(
+    req: HttpRequest,
+    body: Bytes,
+    gate: web::Data<Gate>,
+    cluster: web::Data<Cluster>,
+    verifier: web::Data<Verifier>,
+) -> Result<HttpResponse, ApiError> {
+    gate.admin(&req)?;
+    let body: RepairBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"instance\", \"tenant\", \"database\", \"collection\", \"delete_extra\"}} (all but instance optional): {e}"
+        ))
+    })?;
+    let instance = cluster.named(&body.instance)?;
+    let healthy = cluster.snapshots().await?.get(instance.spec.id.0).is_some_and(|s| s.healthy);
+    if instance.spec.role == Role::Primary && healthy {
+        return Err(ApiError::BadRequest(format!(
+            "`{}` is the source of the comparison (the usable primary): repair a replica",
+            body.instance
+        )));
+    }
+    on_the_leader(&cluster)?;
+    let filter =
+        Filter { tenant: body.tenant, database: body.database, collection: body.collection };
+    begin(&verifier, Job::new("repair", filter, Some(body.instance), body.delete_extra)).await
+}
+
+/// The job running (with its progress) and the last one finished.
+async fn verify_status(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    cluster: web::Data<Cluster>,
+    verifier: web::Data<Verifier>,
+) -> Result<HttpResponse, ApiError> {
+    gate.admin(&req)?;
+    on_the_leader(&cluster)?;
+    let (running, last) = verifier.state.read();
+    Ok(HttpResponse::Ok().json(json!({ "running": running, "last": last })))
 }

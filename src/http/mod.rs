@@ -159,6 +159,14 @@ impl WritePath {
     }
 }
 
+/// Verification and repair: the actor that runs them and what they found.
+pub struct Verifier {
+    /// Runs checks and repairs.
+    pub actor: Addr<crate::actors::verifier::VerifierActor>,
+    /// The job running and the last one finished.
+    pub state: Arc<crate::verify::Verification>,
+}
+
 /// Parts each worker thread owns: awc clients are not `Send`, and a router on the worker's
 /// own thread answers without waking another CPU.
 pub struct Worker {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::gate::Gate;
 use super::log_reader::LogReader;
-use super::{Cluster, Identities, Worker};
+use super::{Cluster, Identities, Verifier, Worker};
 use crate::actors::health::HealthSnapshot;
 use crate::actors::lease::role;
 use crate::actors::router::CountUsable;
@@ -189,6 +189,7 @@ async fn status(
     gate: web::Data<Gate>,
     cluster: web::Data<Cluster>,
     log: web::Data<LogReader>,
+    verifier: web::Data<Verifier>,
 ) -> Result<HttpResponse, ApiError> {
     let observed = Observed::read(&cluster, &log).await?;
     let proxy = proxy_block(&cluster, &log).await;
@@ -217,12 +218,23 @@ async fn status(
         "healthy_instances": observed.snapshots.iter().filter(|i| i.healthy).count(),
         "instances": instances,
         "write_ahead_log": wal,
+        "verification": verification_block(&verifier),
         "stats": cluster.stats.snapshot(&cluster.specs()),
         "auth": {
             "mode": gate.mode(),
             "denied": gate.denials().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         },
     })))
+}
+
+/// The `verification` block: the job running (its progress) and the last one, each with only
+/// the collections that differ.
+fn verification_block(verifier: &Verifier) -> Value {
+    let (running, last) = verifier.state.read();
+    json!({
+        "running": running.map(|job| job.summary()),
+        "last": last.map(|job| job.summary()),
+    })
 }
 
 /// The live dashboard: one page compiled into the binary, refreshing itself from `/status` and
@@ -247,8 +259,10 @@ async fn events(cluster: web::Data<Cluster>) -> HttpResponse {
 async fn metrics(
     cluster: web::Data<Cluster>,
     log: web::Data<LogReader>,
+    verifier: web::Data<Verifier>,
 ) -> Result<HttpResponse, ApiError> {
     let observed = Observed::read(&cluster, &log).await?;
+    let divergent = verifier.state.divergent_records();
     let instances: Vec<InstanceSample> = observed
         .instances()
         .map(|(snapshot, state, owed, backlog)| InstanceSample {
@@ -256,6 +270,10 @@ async fn metrics(
             state,
             lag_entries: owed,
             lag_seconds: backlog.and_then(|b| b.oldest_seconds).unwrap_or(0.0),
+            divergent_records: divergent
+                .iter()
+                .find(|(name, _)| *name == snapshot.name.as_str())
+                .map_or(0, |(_, n)| *n as i64),
         })
         .collect();
     let wal = observed.wal.as_ref().ok().map(|w| WalSample {
