@@ -12,11 +12,12 @@ use actix::{Addr, Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use log::{info, warn};
 
-use crate::actors::health::{HealthActor, ProbeSettings};
+use crate::actors::health::{DataGate, HealthActor, ProbeSettings, WatchData};
 use crate::actors::lease::{Duties, FirstLook, LeaseActor, Release};
 use crate::actors::mapping::MappingCacheActor;
 use crate::actors::replay::{ReplayActor, ReplayCounters, ReplayParts};
 use crate::actors::retention::RetentionActor;
+use crate::actors::seeder::{FirstCheck, SeederActor, SeederParts};
 use crate::actors::wal_writer::{Drain, WalWriterActor};
 use crate::apply::effects::{DISCOVERY_RETRY, DiscoveryBackoff};
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +34,7 @@ use crate::instance::{InstanceName, InstanceSpec};
 use crate::leadership::{Leadership, Peer};
 use crate::ordering::WriteOrder;
 use crate::progress::Progress;
+use crate::seed::SeedBoard;
 use crate::stats::Stats;
 use crate::tls::Tls;
 use crate::verify::Verification;
@@ -122,6 +124,38 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Longest wait, at startup, for the seeder's first look at the instances' data.
+const FIRST_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the seeder, has every health actor tell it when its instance comes up, and waits
+/// (at most [`FIRST_CHECK_WAIT`]) for its first look at every instance, so that no request is
+/// served by an instance whose data is not known to be there.
+async fn start_seeder(
+    config: &Config,
+    (cluster, ids, writes): (&web::Data<Cluster>, &web::Data<Identities>, &web::Data<WritePath>),
+    store: &WalStore,
+    tls: &crate::tls::UpstreamTls,
+) {
+    let parts = SeederParts {
+        cluster: cluster.clone(),
+        ids: ids.clone(),
+        writes: writes.clone(),
+        store: store.clone(),
+        board: cluster.seeds.clone(),
+        rate: config.seed_rate,
+        tls: tls.clone(),
+    };
+    let seeder = Supervisor::start(move |_| SeederActor::new(parts));
+    for instance in &cluster.instances {
+        instance.health.do_send(WatchData(seeder.clone().recipient()));
+    }
+    if actix_web::rt::time::timeout(FIRST_CHECK_WAIT, seeder.send(FirstCheck)).await.is_err() {
+        warn!(
+            "seeding: the first look at the instances' data took over {FIRST_CHECK_WAIT:?}; those not looked at yet serve nothing until it ends"
+        );
+    }
+}
+
 /// What a shutdown hands over: the writes in flight, the log's writer, the lease.
 #[derive(Clone)]
 struct Handover {
@@ -205,6 +239,8 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
     let settings = ProbeSettings::from_interval(config.check_interval);
     let stats = Stats::new(&specs);
     let events = Arc::new(Events::default());
+    // With seeding on, an instance serves only once the seeder has looked at its data.
+    let first_gate = if config.seed_empty_instances { DataGate::Checking } else { DataGate::Open };
     let instances: Vec<InstanceHandle> = specs
         .iter()
         .map(|spec| {
@@ -212,11 +248,12 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
             let tls = tls.upstream.clone();
             let events = events.clone();
             let health = Supervisor::start(move |_| {
-                HealthActor::new(judged, settings, &tls, events.clone())
+                HealthActor::new(judged, settings, &tls, (events.clone(), first_gate))
             });
             InstanceHandle { spec: spec.clone(), health }
         })
         .collect();
+    let specs_len = specs.len();
     let replay_counters = Arc::new(ReplayCounters::default());
     let parts = ReplayParts {
         store: store.clone(),
@@ -253,6 +290,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         started: Instant::now(),
         events,
         leadership,
+        seeds: Arc::new(SeedBoard::new(specs_len)),
     });
     let ids = web::Data::new(Identities {
         table,
@@ -285,6 +323,9 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
     };
     let actor = Supervisor::start(move |_| VerifierActor::new(parts));
     let verifier = web::Data::new(Verifier { actor, state });
+    if config.seed_empty_instances {
+        start_seeder(config, (&cluster, &ids, &writes), &store, &tls.upstream).await;
+    }
     let log = web::Data::new(LogReader::new(store, replay_counters, config.lease_ttl));
     let gate = web::Data::new(start_gate(config, tokens, cluster.stats.denied.clone()));
     let replay = web::Data::new(replay);

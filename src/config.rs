@@ -220,6 +220,24 @@ pub struct Config {
     #[arg(long, env, default_value = "5000", value_parser = parse::verify_rate)]
     pub verify_rate: u32,
 
+    /// Whether the leader seeds an instance that comes up empty (no collection in the databases
+    /// the proxy knows) while the source holds collections: it copies the source's tenants,
+    /// databases, collections and records to it, and the instance serves nothing until the
+    /// copy and the writes logged since are applied (DESIGN 13).
+    ///
+    /// true by default: a new replica, or one that lost its disk, is brought in by itself
+    /// instead of serving empty answers.
+    #[arg(long, env, default_value = "true", value_parser = parse::switch, action = clap::ArgAction::Set)]
+    pub seed_empty_instances: bool,
+
+    /// Records a second that seeding reads from its source; 0 reads as fast as the instance
+    /// being seeded takes them.
+    ///
+    /// 0 by default: the copy is bounded by the target's writes, which are slower than the
+    /// source's reads; set it to spare a busy source.
+    #[arg(long, env, default_value = "0", value_parser = parse::seed_rate)]
+    pub seed_rate: u32,
+
     /// Time between verifications started by themselves (on the leader); 0 turns them off.
     ///
     /// 24h by default: drift from writes around the proxy or a restored backup is found within
@@ -419,12 +437,16 @@ impl RawSettings {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
                 toml::Value::Array(items) => {
                     let strings: Option<Vec<&str>> = items.iter().map(|v| v.as_str()).collect();
                     strings.ok_or_else(|| error(&env, "an array here must hold strings"))?.join(",")
                 }
                 other => {
-                    return Err(error(&env, format!("expected a string or number, got {other}")));
+                    return Err(error(
+                        &env,
+                        format!("expected a string, number or boolean, got {other}"),
+                    ));
                 }
             };
             self.0.entry(name.clone()).or_insert(text);
@@ -815,6 +837,21 @@ pub(crate) mod parse {
     pub fn verify_rate(text: &str) -> Result<u32, String> {
         let n = text.trim().parse::<u32>().ok().filter(|n| (1..=1_000_000).contains(n));
         n.ok_or_else(|| format!("`{text}` is not a whole number from 1 to 1000000"))
+    }
+
+    /// `true` or `false` (also 1/0, yes/no, on/off).
+    pub fn switch(text: &str) -> Result<bool, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(format!("`{text}` is not true or false")),
+        }
+    }
+
+    /// A whole number from 0 to 1,000,000.
+    pub fn seed_rate(text: &str) -> Result<u32, String> {
+        let n = text.trim().parse::<u32>().ok().filter(|n| *n <= 1_000_000);
+        n.ok_or_else(|| format!("`{text}` is not a whole number from 0 to 1000000"))
     }
 
     /// A whole number from 1 to 1000.

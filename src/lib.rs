@@ -38,6 +38,9 @@
 //! - [`leadership`]: who leads the proxies sharing the log, read on every request;
 //!   [`actors::lease`]: `LeaseActor`, which takes and renews the lease and fences the log.
 //! - [`http::follow`]: a follower's requests, forwarded to the leader.
+//! - [`seed`]: what seeding has done, per instance; [`actors::seeder`]: `SeederActor`, which
+//!   holds an instance that comes up until its data is checked, and seeds an empty one.
+//! - [`calls`]: the proxy's own calls to one instance (verification, repair, seeding).
 //! - [`verify`]: record and chunk hashes, diffs and reports of verification (pure);
 //!   [`actors::verifier`]: `VerifierActor`, which checks instances and repairs one, under the
 //!   write claims.
@@ -47,6 +50,7 @@ pub mod app;
 pub mod apply;
 pub mod audit;
 pub mod auth;
+pub mod calls;
 pub mod chroma;
 pub mod config;
 pub mod events;
@@ -58,6 +62,7 @@ pub mod ordering;
 pub mod policy;
 pub mod progress;
 pub mod remote;
+pub mod seed;
 pub mod stats;
 pub mod tls;
 pub mod upstream;

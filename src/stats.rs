@@ -28,8 +28,8 @@ use crate::instance::InstanceSpec;
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Every state `/status` gives an instance, for `chroma_ha_instance_state`.
-pub const INSTANCE_STATES: [&str; 5] =
-    ["healthy", "catching_up", "unhealthy", "forced_up", "forced_down"];
+pub const INSTANCE_STATES: [&str; 7] =
+    ["healthy", "catching_up", "checking", "seeding", "unhealthy", "forced_up", "forced_down"];
 
 /// Buckets of the duration histograms: 100 µs to about 15 s, each 2.5 times the last, so that
 /// a sub-millisecond WAL append and a multi-second query both land in a bucket of their own.
@@ -347,7 +347,7 @@ impl InstanceFamilies {
         registry.register("instance_up", "Whether requests may go to the instance", f.up.clone());
         registry.register(
             "instance_state",
-            "1 for the state the instance is in (healthy, catching_up, unhealthy, forced_up, forced_down)",
+            "1 for the state the instance is in (healthy, catching_up, checking, seeding, unhealthy, forced_up, forced_down)",
             f.states.clone(),
         );
         registry.register("instance_requests", "Requests an instance answered", f.answered.clone());

@@ -29,6 +29,35 @@ pub struct Record {
     pub uri: Value,
 }
 
+/// Float steps (f32 units in the last place, relative) within which two embeddings' components
+/// are the same: Chroma 1.5.9 stores a cosine-space embedding through a normalization that
+/// moves some components by one step, so an embedding read from one instance and written to
+/// another can come back one step off (a copy through the API cannot be bit-exact there).
+pub const EMBEDDING_STEPS: f32 = 4.0;
+
+impl Record {
+    /// The same record: document, metadata and uri equal, embeddings equal within
+    /// [`EMBEDDING_STEPS`] per component.
+    pub fn matches(&self, other: &Self) -> bool {
+        self.document == other.document
+            && self.metadata == other.metadata
+            && self.uri == other.uri
+            && same_embedding(&self.embedding, &other.embedding)
+    }
+}
+
+fn same_embedding(a: &Value, b: &Value) -> bool {
+    let (Some(x), Some(y)) = (a.as_array(), b.as_array()) else { return a == b };
+    x.len() == y.len()
+        && x.iter().zip(y).all(|(u, v)| match (u.as_f64(), v.as_f64()) {
+            (Some(u), Some(v)) => {
+                let (u, v) = (u as f32, v as f32);
+                (u - v).abs() <= EMBEDDING_STEPS * f32::EPSILON * u.abs().max(v.abs())
+            }
+            _ => u == v,
+        })
+}
+
 /// SHA-256 of a record's id, document, metadata and embedding (as JSON, keys sorted).
 pub fn record_hash(id: &str, record: &Record) -> [u8; 32] {
     let mut hash = Sha256::new();
@@ -44,7 +73,8 @@ pub fn record_hash(id: &str, record: &Record) -> [u8; 32] {
 pub type Chunk = BTreeMap<String, Record>;
 
 /// SHA-256 over the chunk's ids in order and each present record's hash: two instances hold
-/// the same records of these ids exactly when their chunk hashes are equal.
+/// the same records of these ids, bit for bit, exactly when their chunk hashes are equal (and
+/// when they are not, [`RecordDiff::of`] tells which differ beyond float steps).
 pub fn chunk_hash(ids: &[String], records: &Chunk) -> [u8; 32] {
     let mut hash = Sha256::new();
     for id in ids {
@@ -75,9 +105,7 @@ impl RecordDiff {
             match (source.get(id), instance.get(id)) {
                 (Some(_), None) => diff.missing.push(id.clone()),
                 (None, Some(_)) => diff.extra.push(id.clone()),
-                (Some(a), Some(b)) if record_hash(id, a) != record_hash(id, b) => {
-                    diff.different.push(id.clone())
-                }
+                (Some(a), Some(b)) if !a.matches(b) => diff.different.push(id.clone()),
                 _ => {}
             }
         }
@@ -380,6 +408,19 @@ mod tests {
             record_hash("a", &record("d", keys_sorted, &[1.0])),
             "metadata keys are hashed in one order"
         );
+    }
+
+    #[test]
+    fn embeddings_one_float_step_apart_are_the_same_record() {
+        let a = record("d", json!({}), &[0.697_360_2, 0.753_135, 2.0]);
+        let stepped: Vec<f32> = [0.697_360_2f32, 0.753_135, 2.0]
+            .iter()
+            .map(|x| f32::from_bits(x.to_bits() + 1))
+            .collect();
+        assert!(a.matches(&record("d", json!({}), &stepped)));
+        assert!(!a.matches(&record("d", json!({}), &[0.6974, 0.753_135, 2.0])));
+        assert!(!a.matches(&record("d", json!({}), &[0.697_360_2, 0.753_135])));
+        assert!(!a.matches(&record("e", json!({}), &stepped)), "documents are exact");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! HealthActor: one per instance. Decides whether the instance is usable, from active probes of
 //! `GET /api/v2/healthcheck` (rise/fall), passive failure reports from the proxy (instant
-//! mark-down), and admin overrides that expire by themselves. Every change is logged and pushed
-//! to its subscribers (the router).
+//! mark-down), admin overrides that expire by themselves, and the seeder's verdict on the
+//! instance's data (an instance that comes up serves only once its data is known to be there:
+//! DESIGN 13). Every change is logged and pushed to its subscribers (the router, replay).
 //!
 //! It never routes requests and never retries them: it only judges and reports.
 
@@ -56,6 +57,33 @@ pub struct RequestProbe {
     pub reason: String,
 }
 
+/// Whether a reachable instance's data lets it serve, as the seeder judges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataGate {
+    /// Its data is there (or seeding is off): it serves while it answers its probes.
+    Open,
+    /// It came up, and the seeder has not yet looked at its data.
+    Checking,
+    /// It is being seeded, or must be: it serves nothing until the copy is done.
+    Seeding,
+}
+
+/// The seeder's verdict on the instance's data.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetGate(pub DataGate);
+
+/// Sent to the seeder each time the instance comes up, while seeding is on: its data is
+/// checked before it serves again (it may have come back empty).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CheckData(pub InstanceId);
+
+/// Names the seeder that checks the instance's data each time it comes up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchData(pub Recipient<CheckData>);
+
 /// Admin override: treat the instance as `healthy` for `duration`, whatever the probes say.
 #[derive(Message, Debug)]
 #[rtype(result = "DateTime<Utc>")]
@@ -89,7 +117,7 @@ pub struct HealthSnapshot {
     pub role: Role,
     /// Whether requests may be sent to it now (probes, reports and overrides combined).
     pub healthy: bool,
-    /// `healthy`, `unhealthy`, `forced_up` or `forced_down`.
+    /// `healthy`, `unhealthy`, `checking`, `seeding`, `forced_up` or `forced_down`.
     pub state: &'static str,
     pub forced_until: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
@@ -146,17 +174,22 @@ pub struct HealthActor {
     probing: bool,
     /// Why a request made the instance suspect, until the next probe decides.
     suspect: Option<String>,
+    /// The seeder's verdict on its data.
+    gate: DataGate,
+    /// The seeder, told each time the instance comes up.
+    checker: Option<Recipient<CheckData>>,
 }
 
 impl HealthActor {
     /// A judge for `spec`, probing with `tls` if it is `https://`. The instance starts as
-    /// usable: the first probe runs at once, and a failed request marks it down before any
-    /// client notices.
+    /// up: the first probe runs at once, and a failed request marks it down before any client
+    /// notices. It serves from the start unless `gate` holds it until the seeder has looked
+    /// at its data.
     pub fn new(
         spec: InstanceSpec,
         settings: ProbeSettings,
         tls: &UpstreamTls,
-        events: Arc<Events>,
+        (events, gate): (Arc<Events>, DataGate),
     ) -> Self {
         Self {
             events,
@@ -174,19 +207,23 @@ impl HealthActor {
             next_probe: None,
             probing: false,
             suspect: None,
+            gate,
+            checker: None,
         }
     }
 
     fn usable(&self) -> bool {
-        self.forced.as_ref().map_or(self.probed_up, |f| f.healthy)
+        self.forced.as_ref().map_or(self.probed_up && self.gate == DataGate::Open, |f| f.healthy)
     }
 
     fn state(&self) -> &'static str {
-        match (&self.forced, self.probed_up) {
-            (Some(f), _) if f.healthy => "forced_up",
-            (Some(_), _) => "forced_down",
-            (None, true) => "healthy",
-            (None, false) => "unhealthy",
+        match (&self.forced, self.probed_up, self.gate) {
+            (Some(f), _, _) if f.healthy => "forced_up",
+            (Some(_), _, _) => "forced_down",
+            (None, false, _) => "unhealthy",
+            (None, true, DataGate::Open) => "healthy",
+            (None, true, DataGate::Checking) => "checking",
+            (None, true, DataGate::Seeding) => "seeding",
         }
     }
 
@@ -285,6 +322,10 @@ impl HealthActor {
         );
         let detail = format!("up again after {down:.1}s down ({RISE} good probes)");
         self.events.record("up", self.spec.name.as_str(), detail);
+        if let Some(checker) = &self.checker {
+            self.gate = DataGate::Checking;
+            checker.do_send(CheckData(self.spec.id));
+        }
     }
 
     fn snapshot(&self) -> HealthSnapshot {
@@ -394,6 +435,25 @@ impl Handler<ClearForce> for HealthActor {
     }
 }
 
+impl Handler<SetGate> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetGate, _: &mut Context<Self>) {
+        if self.gate != msg.0 {
+            self.gate = msg.0;
+            self.publish();
+        }
+    }
+}
+
+impl Handler<WatchData> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchData, _: &mut Context<Self>) {
+        self.checker = Some(msg.0);
+    }
+}
+
 impl Handler<Subscribe> for HealthActor {
     type Result = ();
 
@@ -462,9 +522,13 @@ mod tests {
     /// it triggers decides; here the probe fails, so it is down at once (not after FALL probes).
     #[actix::test]
     async fn a_suspect_instance_is_down_only_when_its_probe_fails() {
-        let health =
-            HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), Default::default())
-                .start();
+        let health = HealthActor::new(
+            spec(),
+            slow_settings(),
+            &UpstreamTls::default(),
+            (Default::default(), DataGate::Open),
+        )
+        .start();
         let snap = health.send(GetHealth).await.unwrap().unwrap();
         assert!(snap.healthy, "one failed background probe is not FALL");
         health.send(RequestProbe { reason: "POST /x: no answer within 1s".into() }).await.unwrap();
@@ -482,9 +546,13 @@ mod tests {
     #[actix::test]
     async fn passive_report_marks_down_at_once_and_override_expires() {
         let recorder = Recorder(Vec::new()).start();
-        let health =
-            HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), Default::default())
-                .start();
+        let health = HealthActor::new(
+            spec(),
+            slow_settings(),
+            &UpstreamTls::default(),
+            (Default::default(), DataGate::Open),
+        )
+        .start();
         health.send(Subscribe(recorder.clone().recipient())).await.unwrap();
 
         health.send(ReportFailure { reason: "connection refused".into() }).await.unwrap();
@@ -513,9 +581,13 @@ mod tests {
 
     #[actix::test]
     async fn clearing_an_override_restores_the_probed_state() {
-        let health =
-            HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), Default::default())
-                .start();
+        let health = HealthActor::new(
+            spec(),
+            slow_settings(),
+            &UpstreamTls::default(),
+            (Default::default(), DataGate::Open),
+        )
+        .start();
         assert!(!health.send(ClearForce).await.unwrap());
         health
             .send(ForceHealth { healthy: false, duration: Duration::from_secs(60) })

@@ -11,6 +11,7 @@ pub mod mapping;
 pub mod replay;
 pub mod retention;
 pub mod router;
+pub mod seeder;
 pub mod verifier;
 pub mod wal_writer;
 

@@ -536,11 +536,14 @@ impl LaneRun {
     async fn applied(&self, entries: &[&PendingEntry]) -> Step {
         let seqs: Vec<Seq> = entries.iter().map(|p| p.entry.seq).collect();
         let name = self.name().clone();
-        if let Err(e) = self.blocking(move |s| s.mark_applied(&name, &seqs)).await {
-            return Step::Stop(self.store_trouble("replay could not record progress", &e));
-        }
+        let moved = match self.blocking(move |s| s.mark_applied(&name, &seqs)).await {
+            Ok(moved) => moved.into_iter().collect::<std::collections::HashSet<Seq>>(),
+            Err(e) => {
+                return Step::Stop(self.store_trouble("replay could not record progress", &e));
+            }
+        };
         let mut by_scope: BTreeMap<&Scope, i64> = BTreeMap::new();
-        for p in entries {
+        for p in entries.iter().filter(|p| moved.contains(&p.entry.seq)) {
             *by_scope.entry(&p.entry.scope).or_insert(0) += 1;
         }
         for (scope, n) in by_scope {

@@ -40,20 +40,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::web::{self, Bytes};
+use actix_web::http::Method;
+use actix_web::web;
 use log::{info, warn};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::apply::effects::record_changes;
+use crate::calls::{Calls, Collection, Outcome, Place, ok, strings};
 use crate::http::{Cluster, Identities, WritePath};
 use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
 use crate::instance::{InstanceId, Role};
 use crate::policy::{Claim, Records};
-use crate::progress::Applied;
 use crate::tls::UpstreamTls;
-use crate::upstream::{FencedBody, Headers, Upstream};
 use crate::verify::{
     Chunk, CollectionReport, Filter, InstanceReport, Job, Pace, Record, RecordDiff, RepairCounts,
     Verification, chunk_hash, chunks,
@@ -61,8 +59,6 @@ use crate::verify::{
 
 /// Ids listed per request while a collection's ids are read.
 const PAGE: usize = 1000;
-/// Collections listed per request.
-const COLLECTION_PAGE: usize = 100;
 
 /// Start a check, or a repair of `job.instance`; refused while a job runs.
 #[derive(Message)]
@@ -142,69 +138,29 @@ impl Handler<Start> for VerifierActor {
     }
 }
 
-/// A collection as an instance lists it.
-#[derive(Clone)]
-struct Collection {
-    id: String,
-    name: String,
-    metadata: Value,
-    configuration: Value,
-}
-
-impl Collection {
-    fn of(v: &Value) -> Option<Self> {
-        Some(Self {
-            id: v.get("id")?.as_str()?.to_string(),
-            name: v.get("name")?.as_str()?.to_string(),
-            metadata: v.get("metadata").cloned().unwrap_or(Value::Null),
-            configuration: v.get("configuration_json").cloned().unwrap_or(Value::Null),
-        })
-    }
-}
-
-/// Where a collection lives: `tenant`, `database`.
-#[derive(Clone)]
-struct Place {
-    tenant: String,
-    database: String,
-}
-
-impl Place {
-    fn path(&self) -> String {
-        format!("/api/v2/tenants/{}/databases/{}", self.tenant, self.database)
-    }
-
-    fn key(&self) -> String {
-        format!("{}/{}", self.tenant, self.database)
-    }
-
-    /// An empty report on collection `name` here.
-    fn report(&self, name: &str) -> CollectionReport {
-        CollectionReport {
-            tenant: self.tenant.clone(),
-            database: self.database.clone(),
-            collection: name.to_string(),
-            ..Default::default()
-        }
+/// An empty report on collection `name` of `place`.
+fn report(place: &Place, name: &str) -> CollectionReport {
+    CollectionReport {
+        tenant: place.tenant.clone(),
+        database: place.database.clone(),
+        collection: name.to_string(),
+        ..Default::default()
     }
 }
 
 /// One job under way.
 struct Run {
     parts: Arc<VerifierParts>,
-    upstream: Upstream,
+    calls: Calls,
     paces: RefCell<Vec<Pace>>,
     job: Job,
 }
 
-type Outcome<T> = Result<T, String>;
-
 impl Run {
     fn new(parts: Arc<VerifierParts>, job: Job) -> Self {
-        let cluster = &parts.cluster;
-        let upstream = Upstream::new(&parts.tls, cluster.request_timeout, u64::MAX);
-        let paces = cluster.instances.iter().map(|_| Pace::new(parts.rate)).collect();
-        Self { parts, upstream, paces: RefCell::new(paces), job }
+        let calls = Calls::new(parts.cluster.clone(), &parts.tls);
+        let paces = parts.cluster.instances.iter().map(|_| Pace::new(parts.rate)).collect();
+        Self { parts, calls, paces: RefCell::new(paces), job }
     }
 
     async fn go(self) {
@@ -222,7 +178,7 @@ impl Run {
     }
 
     fn name(&self, id: InstanceId) -> String {
-        self.cluster().instances[id.0].spec.name.to_string()
+        self.calls.name(id)
     }
 
     /// The primary if usable, else the usable instance that owes the fewest writes.
@@ -289,16 +245,10 @@ impl Run {
         tenants.extend(filter.tenant.clone());
         let mut places = Vec::new();
         for tenant in tenants.into_iter().filter(|t| filter.admits(t, None, None)) {
-            let path = format!("/api/v2/tenants/{tenant}/databases");
-            let (status, answer) = self.call(source, Method::GET, &path, None).await?;
-            if status == StatusCode::NOT_FOUND {
-                continue;
-            }
-            ok(status, &answer, &path)?;
-            for db in answer.as_array().into_iter().flatten() {
-                let Some(name) = db.get("name").and_then(Value::as_str) else { continue };
-                if filter.admits(&tenant, Some(name), None) {
-                    places.push(Place { tenant: tenant.clone(), database: name.to_string() });
+            let Some(databases) = self.calls.databases(source, &tenant).await? else { continue };
+            for name in databases {
+                if filter.admits(&tenant, Some(&name), None) {
+                    places.push(Place { tenant: tenant.clone(), database: name });
                 }
             }
         }
@@ -315,22 +265,22 @@ impl Run {
         let admitted =
             |c: &Collection| filter.admits(&place.tenant, Some(&place.database), Some(&c.name));
         let ours: Vec<Collection> =
-            self.collections(source, place).await?.into_iter().filter(admitted).collect();
+            self.calls.collections(source, place).await?.into_iter().filter(admitted).collect();
         self.parts.state.update(|j| j.collections_total += ours.len() * targets.len());
         for target in targets {
-            let theirs: BTreeMap<String, Collection> = match self.collections(*target, place).await
-            {
-                Ok(list) => {
-                    list.into_iter().filter(admitted).map(|c| (c.name.clone(), c)).collect()
-                }
-                Err(e) => {
-                    self.unreadable(*target, place, &ours, &e);
-                    continue;
-                }
-            };
+            let theirs: BTreeMap<String, Collection> =
+                match self.calls.collections(*target, place).await {
+                    Ok(list) => {
+                        list.into_iter().filter(admitted).map(|c| (c.name.clone(), c)).collect()
+                    }
+                    Err(e) => {
+                        self.unreadable(*target, place, &ours, &e);
+                        continue;
+                    }
+                };
             for collection in &ours {
-                self.leading()?;
-                let mut report = place.report(&collection.name);
+                self.calls.leading()?;
+                let mut report = report(place, &collection.name);
                 if self.job.kind == "repair" {
                     report.repair = Some(RepairCounts::default());
                 }
@@ -347,36 +297,12 @@ impl Run {
             }
             let names: HashSet<&str> = ours.iter().map(|c| c.name.as_str()).collect();
             for extra in theirs.values().filter(|c| !names.contains(c.name.as_str())) {
-                self.leading()?;
+                self.calls.leading()?;
                 let report = self.extra_collection(source, *target, place, extra).await;
                 self.file(*target, report);
             }
         }
         Ok(())
-    }
-
-    /// Every collection of `place` on `instance` with a missing database as none.
-    async fn collections(&self, instance: InstanceId, place: &Place) -> Outcome<Vec<Collection>> {
-        let mut all = Vec::new();
-        loop {
-            let path = format!(
-                "{}/collections?limit={COLLECTION_PAGE}&offset={}",
-                place.path(),
-                all.len()
-            );
-            let (status, answer) = self.call(instance, Method::GET, &path, None).await?;
-            if status == StatusCode::NOT_FOUND {
-                return Ok(all);
-            }
-            ok(status, &answer, &path)?;
-            let page: Vec<Collection> =
-                answer.as_array().into_iter().flatten().filter_map(Collection::of).collect();
-            let last = page.len() < COLLECTION_PAGE;
-            all.extend(page);
-            if last {
-                return Ok(all);
-            }
-        }
     }
 
     /// Compares (and repairs) one collection of the source on one instance.
@@ -397,8 +323,8 @@ impl Run {
             // metadata change of a client may be in flight or owed).
             let _turn = self.claimed(&whole_database, &[source, target]).await?;
             let (ours_now, theirs_now) = (
-                self.by_name(source, place, &ours.name).await?,
-                self.by_name(target, place, &ours.name).await?,
+                self.calls.by_name(source, place, &ours.name).await?,
+                self.calls.by_name(target, place, &ours.name).await?,
             );
             let Some(ours_now) = ours_now else { return Ok(()) };
             theirs = theirs_now;
@@ -406,7 +332,7 @@ impl Run {
                 None => {
                     report.problems.push("missing".into());
                     let Some(counts) = report.repair.as_mut() else {
-                        report.source_count = self.count(source, place, &ours_now).await?;
+                        report.source_count = self.calls.count(source, place, &ours_now).await?;
                         return Ok(());
                     };
                     let created = self.create(target, place, &ours_now, canonical.as_ref()).await?;
@@ -457,7 +383,7 @@ impl Run {
         report.source_count = source_ids.len() as u64;
         report.count = target_ids.len() as u64;
         for chunk in chunks(&source_ids, &target_ids) {
-            self.leading()?;
+            self.calls.leading()?;
             let (a, b) = futures_util::future::try_join(
                 self.read(source, place, ours, &chunk),
                 self.read(target, place, theirs, &chunk),
@@ -467,6 +393,9 @@ impl Run {
                 continue;
             }
             let suspects = RecordDiff::of(&chunk, &a, &b).ids();
+            if suspects.is_empty() {
+                continue;
+            }
             let claim = match &canonical {
                 Some(c) => Claim::Collection {
                     database: place.key(),
@@ -515,7 +444,7 @@ impl Run {
         if !gone.is_empty() {
             let path = format!("{base}/delete");
             let (status, answer) =
-                self.write(target, Method::POST, &path, json!({"ids": gone})).await?;
+                self.calls.write(target, Method::POST, &path, json!({"ids": gone})).await?;
             ok(status, &answer, &path)?;
         }
         let copied: Vec<(&String, &Record)> = diff
@@ -524,22 +453,7 @@ impl Run {
             .chain(&diff.different)
             .filter_map(|id| from.get(id).map(|r| (id, r)))
             .collect();
-        if !copied.is_empty() {
-            let column = |f: fn(&Record) -> &Value| -> Value {
-                let values: Vec<&Value> = copied.iter().map(|(_, r)| f(r)).collect();
-                if values.iter().all(|v| v.is_null()) { Value::Null } else { json!(values) }
-            };
-            let body = json!({
-                "ids": copied.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-                "embeddings": column(|r| &r.embedding),
-                "documents": column(|r| &r.document),
-                "metadatas": column(|r| &r.metadata),
-                "uris": column(|r| &r.uri),
-            });
-            let path = format!("{base}/add");
-            let (status, answer) = self.write(target, Method::POST, &path, body).await?;
-            ok(status, &answer, &path)?;
-        }
+        self.calls.put(target, (place, theirs), "add", &copied).await?;
         Ok((copied.len(), diff.extra.len()))
     }
 
@@ -552,7 +466,7 @@ impl Run {
         place: &Place,
         extra: &Collection,
     ) -> CollectionReport {
-        let mut report = place.report(&extra.name);
+        let mut report = report(place, &extra.name);
         report.problems.push("extra".into());
         if self.job.kind != "repair" {
             return report;
@@ -593,11 +507,12 @@ impl Run {
         extra: &Collection,
     ) -> Outcome<bool> {
         let _turn = self.claimed(&Claim::Database(place.key()), &[source, target]).await?;
-        if self.by_name(source, place, &extra.name).await?.is_some() {
+        if self.calls.by_name(source, place, &extra.name).await?.is_some() {
             return Ok(false);
         }
         let path = format!("{}/collections/{}", place.path(), extra.name);
-        let (status, answer) = self.write(target, Method::DELETE, &path, Value::Null).await?;
+        let (status, answer) =
+            self.calls.write(target, Method::DELETE, &path, serde_json::Value::Null).await?;
         ok(status, &answer, &path)?;
         if let Some(canonical) = self.parts.ids.table.to_canonical(target, &extra.id) {
             let dropped = IdentityChange::Dropped { instance: target, canonical: Some(canonical) };
@@ -616,17 +531,7 @@ impl Run {
         ours: &Collection,
         canonical: Option<&CanonicalId>,
     ) -> Outcome<Collection> {
-        let mut body = json!({"name": ours.name, "get_or_create": false});
-        if !ours.metadata.is_null() {
-            body["metadata"] = ours.metadata.clone();
-        }
-        if !ours.configuration.is_null() {
-            body["configuration"] = ours.configuration.clone();
-        }
-        let path = format!("{}/collections", place.path());
-        let (status, answer) = self.write(target, Method::POST, &path, body).await?;
-        ok(status, &answer, &path)?;
-        let created = Collection::of(&answer).ok_or("the create's answer names no collection")?;
+        let created = self.calls.create(target, place, ours, false).await?;
         if let Some(canonical) = canonical {
             let placed = IdentityChange::Placed(Placement {
                 canonical: canonical.clone(),
@@ -652,30 +557,8 @@ impl Run {
     ) -> Outcome<()> {
         let path = format!("{}/collections/{}", place.path(), theirs.id);
         let body = json!({"new_metadata": ours.metadata});
-        let (status, answer) = self.write(target, Method::PUT, &path, body).await?;
+        let (status, answer) = self.calls.write(target, Method::PUT, &path, body).await?;
         ok(status, &answer, &path)
-    }
-
-    async fn by_name(
-        &self,
-        instance: InstanceId,
-        place: &Place,
-        name: &str,
-    ) -> Outcome<Option<Collection>> {
-        let path = format!("{}/collections/{name}", place.path());
-        let (status, answer) = self.call(instance, Method::GET, &path, None).await?;
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        ok(status, &answer, &path)?;
-        Ok(Collection::of(&answer))
-    }
-
-    async fn count(&self, instance: InstanceId, place: &Place, c: &Collection) -> Outcome<u64> {
-        let path = format!("{}/collections/{}/count", place.path(), c.id);
-        let (status, answer) = self.call(instance, Method::GET, &path, None).await?;
-        ok(status, &answer, &path)?;
-        Ok(answer.as_u64().unwrap_or(0))
     }
 
     /// Every id of the collection on `instance`, paced.
@@ -691,7 +574,8 @@ impl Run {
         loop {
             self.pace(instance, PAGE).await;
             let body = json!({"include": [], "limit": PAGE, "offset": offset});
-            let (status, answer) = self.call(instance, Method::POST, &path, Some(body)).await?;
+            let (status, answer) =
+                self.calls.call(instance, Method::POST, &path, Some(body)).await?;
             ok(status, &answer, &path)?;
             let page: Vec<String> = strings(&answer["ids"]);
             self.counted(page.len());
@@ -713,26 +597,9 @@ impl Run {
         ids: &[String],
     ) -> Outcome<Chunk> {
         self.pace(instance, ids.len()).await;
-        let path = format!("{}/collections/{}/get", place.path(), c.id);
-        let body = json!({"ids": ids, "include": ["documents", "metadatas", "embeddings", "uris"]});
-        let (status, answer) = self.call(instance, Method::POST, &path, Some(body)).await?;
-        ok(status, &answer, &path)?;
-        let got = strings(&answer["ids"]);
-        self.counted(got.len());
-        let column = |name: &str, i: usize| answer[name].get(i).cloned().unwrap_or(Value::Null);
-        Ok(got
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let record = Record {
-                    document: column("documents", i),
-                    metadata: column("metadatas", i),
-                    embedding: column("embeddings", i),
-                    uri: column("uris", i),
-                };
-                (id, record)
-            })
-            .collect())
+        let chunk = self.calls.read(instance, place, c, ids).await?;
+        self.counted(chunk.len());
+        Ok(chunk)
     }
 
     async fn pace(&self, instance: InstanceId, records: usize) {
@@ -746,109 +613,18 @@ impl Run {
         self.parts.state.update(|j| j.records_read += records as u64);
     }
 
-    /// Takes `claim` in the write order, then waits until every instance of `on` has applied
-    /// every logged write it conflicts with.
     async fn claimed(
         &self,
         claim: &Claim,
         on: &[InstanceId],
     ) -> Outcome<crate::ordering::Turn<'_>> {
-        let turn = self.parts.writes.order.turn(claim.clone()).await;
-        let table = &self.parts.ids.table;
-        let needed = claim
-            .waits_for(|database| {
-                let Some((tenant, database)) = database.split_once('/') else { return Vec::new() };
-                table.in_database(tenant, database).into_iter().map(|c| c.0).collect()
-            })
-            .map_or(Applied::Everything, Applied::Scopes);
-        let timeout = self.cluster().request_timeout;
-        for id in on {
-            if !self.cluster().progress.wait_current(*id, &needed, timeout).await {
-                return Err(format!(
-                    "{} still owes writes of this collection after {timeout:?} (replay backlog); checked again next time",
-                    self.name(*id)
-                ));
-            }
-        }
-        Ok(turn)
-    }
-
-    fn leading(&self) -> Outcome<()> {
-        if self.cluster().leadership.may_execute() {
-            Ok(())
-        } else {
-            Err("this proxy no longer leads; run it again on the leader".into())
-        }
-    }
-
-    /// A read of one instance: its status and JSON answer (`null` when empty).
-    async fn call(
-        &self,
-        instance: InstanceId,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Outcome<(StatusCode, Value)> {
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        self.send(instance, method, path, bytes, false).await
-    }
-
-    /// A repair write to one instance, sent only while this proxy may execute.
-    async fn write(
-        &self,
-        instance: InstanceId,
-        method: Method,
-        path: &str,
-        body: Value,
-    ) -> Outcome<(StatusCode, Value)> {
-        self.leading()?;
-        let bytes = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
-        self.send(instance, method, path, bytes, true).await
-    }
-
-    async fn send(
-        &self,
-        instance: InstanceId,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        fenced: bool,
-    ) -> Outcome<(StatusCode, Value)> {
-        let cluster = self.cluster();
-        let url = &cluster.instances[instance.0].spec.url;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let failed = |e: crate::upstream::UpstreamError| {
-            format!("{} {method} {path}: {e}", self.name(instance))
-        };
-        let answer: crate::upstream::UpstreamResponse = if fenced {
-            let body = FencedBody::new(body, &cluster.leadership);
-            let request = (path, Headers::Exactly(&headers), body);
-            self.upstream
-                .send(url, &method, request, cluster.write_timeout)
-                .await
-                .map_err(failed)?
-        } else {
-            let request = (path, Headers::Exactly(&headers), body);
-            self.upstream
-                .send(url, &method, request, cluster.request_timeout)
-                .await
-                .map_err(failed)?
-        };
-        let value = if answer.body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&answer.body).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(&answer.body).into_owned())
-            })
-        };
-        Ok((answer.status, value))
+        self.calls.claimed((&self.parts.writes, &self.parts.ids.table), claim, on).await
     }
 
     /// Every collection of the source counted unreadable on an instance that cannot be listed.
     fn unreadable(&self, target: InstanceId, place: &Place, ours: &[Collection], why: &str) {
         for c in ours {
-            let mut report = place.report(&c.name);
+            let mut report = report(place, &c.name);
             report.problems.push(format!("unreadable: {why}"));
             if self.job.kind == "repair" {
                 report.repair = Some(RepairCounts {
@@ -880,23 +656,6 @@ impl Run {
             instance.collections.push(report);
         });
     }
-}
-
-/// An answer that must be a success, or the error naming it.
-fn ok(status: StatusCode, answer: &Value, path: &str) -> Outcome<()> {
-    if status.is_success() {
-        Ok(())
-    } else {
-        let message = answer
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| answer.to_string(), str::to_string);
-        Err(format!("{path} answered {status}: {message}"))
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
 }
 
 /// The result in the log: per instance the figures, per divergent collection what differs and

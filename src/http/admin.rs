@@ -248,7 +248,18 @@ async fn list_instances(
     cluster: web::Data<Cluster>,
 ) -> Result<HttpResponse, ApiError> {
     gate.admin(&req)?;
-    Ok(HttpResponse::Ok().json(json!({"instances": cluster.snapshots().await?})))
+    let instances: Vec<serde_json::Value> = cluster
+        .snapshots()
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, snapshot)| {
+            let mut entry = json!(snapshot);
+            entry["seeding"] = json!(cluster.seeds.get(i));
+            entry
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"instances": instances})))
 }
 
 async fn force_health(

@@ -73,6 +73,8 @@ pub struct Cluster {
     pub events: Arc<Events>,
     /// Who leads the proxies sharing the log; writes are executed only while this one does.
     pub leadership: Arc<Leadership>,
+    /// What seeding has done, per instance.
+    pub seeds: Arc<crate::seed::SeedBoard>,
 }
 
 impl Cluster {

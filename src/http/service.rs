@@ -199,9 +199,11 @@ async fn status(
     };
     let instances: Vec<Value> = observed
         .instances()
-        .map(|(snapshot, state, owed, backlog)| {
+        .enumerate()
+        .map(|(i, (snapshot, state, owed, backlog))| {
             let mut entry = serde_json::to_value(snapshot).unwrap_or_default();
             entry["state"] = json!(state);
+            entry["seeding"] = json!(cluster.seeds.get(i));
             entry["applied_seq"] = json!(backlog.map(|b| b.applied_seq));
             entry["replication_lag"] = json!({
                 "entries": owed,

@@ -74,3 +74,13 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(wal_entries, wal_applied, collection_map);
 
 diesel::allow_columns_to_appear_in_same_group_by_clause!(wal_applied::instance, wal_entries::scope);
+
+diesel::table! {
+    /// Instances being seeded, with the entry up to which the copy holds the log.
+    seeding (instance) {
+        instance -> Text,
+        source -> Text,
+        floor -> BigInt,
+        started_ms -> BigInt,
+    }
+}

@@ -22,7 +22,7 @@ use super::models::{
     AppliedRow, ApplyState, EntryRow, EntryState, MappingRow, NewEntry, PendingEntry, Resolution,
     Seq, WriteRecord, now_ms,
 };
-use super::schema::{collection_map, proxy_lease, wal_applied, wal_entries};
+use super::schema::{collection_map, proxy_lease, seeding, wal_applied, wal_entries};
 use crate::config::DatabaseUrl;
 use crate::instance::InstanceName;
 use crate::policy::Scope;
@@ -811,23 +811,30 @@ impl WalStore {
         })
     }
 
-    /// Marks entries applied on `instance`.
-    pub fn mark_applied(&self, instance: &InstanceName, seqs: &[Seq]) -> Result<(), WalError> {
+    /// Marks entries applied on `instance`; answers those it still owed (an entry the seeding
+    /// copy already accounted for is not owed twice).
+    pub fn mark_applied(
+        &self,
+        instance: &InstanceName,
+        seqs: &[Seq],
+    ) -> Result<Vec<Seq>, WalError> {
         with_conn!(self.pool, |conn| {
             conn.before_transaction(false)?;
             conn.fenced(self.epoch(), |c| {
-                diesel::update(
-                    wal_applied::table
-                        .filter(wal_applied::instance.eq(instance))
-                        .filter(wal_applied::seq.eq_any(seqs)),
-                )
-                .set((
-                    wal_applied::state.eq(ApplyState::Applied),
-                    wal_applied::attempts.eq(wal_applied::attempts + 1),
-                    wal_applied::updated_ms.eq(now_ms()),
-                ))
-                .execute(c)?;
-                Ok(())
+                let mine = wal_applied::table.filter(wal_applied::instance.eq(instance));
+                let moved: Vec<Seq> = mine
+                    .filter(wal_applied::seq.eq_any(seqs))
+                    .filter(wal_applied::state.eq_any([ApplyState::Pending, ApplyState::Failed]))
+                    .select(wal_applied::seq)
+                    .load(c)?;
+                diesel::update(mine.filter(wal_applied::seq.eq_any(&moved)))
+                    .set((
+                        wal_applied::state.eq(ApplyState::Applied),
+                        wal_applied::attempts.eq(wal_applied::attempts + 1),
+                        wal_applied::updated_ms.eq(now_ms()),
+                    ))
+                    .execute(c)?;
+                Ok(moved)
             })
         })
     }
@@ -983,6 +990,96 @@ impl WalStore {
                 }
                 let scope = wal_entries::table.find(seq).select(wal_entries::scope).first(c)?;
                 Ok(Some(scope))
+            })
+        })
+    }
+    /// Every instance being seeded: its name, source and floor.
+    pub fn seedings(&self) -> Result<Vec<(InstanceName, InstanceName, Seq)>, WalError> {
+        with_conn!(self.pool, |conn| {
+            Ok(seeding::table
+                .select((seeding::instance, seeding::source, seeding::floor))
+                .load(conn)?)
+        })
+    }
+
+    /// Starts or resumes the seeding of `instance` from `source`. Its floor is the lowest of
+    /// the log's head, the entry before the first one `source` has not applied, and the floor
+    /// of a seeding already under way (another source may lack what the first one held).
+    /// Answers the floor: the entries up to it are those the copy holds.
+    pub fn begin_seeding(
+        &self,
+        instance: &InstanceName,
+        source: &InstanceName,
+    ) -> Result<Seq, WalError> {
+        with_conn!(self.pool, |conn| {
+            conn.fenced(self.epoch(), |c| {
+                let head: Option<i64> =
+                    wal_entries::table.select(diesel::dsl::max(wal_entries::seq)).first(c)?;
+                let first_owed: Option<i64> = wal_applied::table
+                    .filter(wal_applied::instance.eq(source))
+                    .filter(wal_applied::state.eq_any([ApplyState::Pending, ApplyState::Failed]))
+                    .select(diesel::dsl::min(wal_applied::seq))
+                    .first(c)?;
+                let before: Option<(i64, i64)> = seeding::table
+                    .find(instance)
+                    .select((seeding::floor, seeding::started_ms))
+                    .first(c)
+                    .optional()?;
+                let floor = [head, first_owed.map(|s| s - 1), before.map(|b| b.0)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(0)
+                    .max(0);
+                let started_ms = before.map_or_else(now_ms, |b| b.1);
+                diesel::delete(seeding::table.find(instance)).execute(c)?;
+                diesel::insert_into(seeding::table)
+                    .values((
+                        seeding::instance.eq(instance),
+                        seeding::source.eq(source),
+                        seeding::floor.eq(floor),
+                        seeding::started_ms.eq(started_ms),
+                    ))
+                    .execute(c)?;
+                Ok(Seq(floor))
+            })
+        })
+    }
+
+    /// Ends the seeding of `instance`: every entry up to `floor` that it still owes is marked
+    /// applied (the copy holds it) and its seeding row goes, in one transaction. Answers what
+    /// it owed of those entries per scope, to settle its progress with.
+    pub fn finish_seeding(
+        &self,
+        instance: &InstanceName,
+        floor: Seq,
+    ) -> Result<Vec<(Scope, i64)>, WalError> {
+        with_conn!(self.pool, |conn| {
+            conn.fenced(self.epoch(), |c| {
+                let unapplied = [ApplyState::Pending, ApplyState::Failed];
+                let owed: Vec<(Scope, i64)> = wal_applied::table
+                    .inner_join(wal_entries::table.on(wal_entries::seq.eq(wal_applied::seq)))
+                    .filter(wal_applied::instance.eq(instance))
+                    .filter(wal_applied::state.eq_any(unapplied))
+                    .filter(wal_applied::seq.le(floor))
+                    .filter(wal_entries::state.eq_any(EntryState::TO_REPLICATE))
+                    .group_by(wal_entries::scope)
+                    .select((wal_entries::scope, diesel::dsl::count_star()))
+                    .load(c)?;
+                diesel::update(
+                    wal_applied::table
+                        .filter(wal_applied::instance.eq(instance))
+                        .filter(wal_applied::state.eq_any(unapplied))
+                        .filter(wal_applied::seq.le(floor)),
+                )
+                .set((
+                    wal_applied::state.eq(ApplyState::Applied),
+                    wal_applied::last_error.eq("held by the seeding copy"),
+                    wal_applied::updated_ms.eq(now_ms()),
+                ))
+                .execute(c)?;
+                diesel::delete(seeding::table.find(instance)).execute(c)?;
+                Ok(owed)
             })
         })
     }

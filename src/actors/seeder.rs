@@ -1,0 +1,605 @@
+//! SeederActor: judges whether an instance that comes up may serve, and on the leader copies an
+//! empty one from the source (DESIGN 13).
+//!
+//! # The verdict
+//!
+//! Every instance starts held (`checking`), and is held again each time it comes up, until the
+//! seeder has looked at its data: an instance with a seeding row in the log is `seeding`; one
+//! that holds collections in the databases the proxy knows serves; an empty one serves when the
+//! source (the primary, else the least-behind other instance that serves) is empty too, and is
+//! `seeding` when the source holds collections. Every proxy judges alike, followers included,
+//! so that a follower that takes over routes as the leader did.
+//!
+//! # The copy (leader only)
+//!
+//! 1. The seeding row is written first, with its floor: the last entry that the source had
+//!    applied, with every entry before it, when the copy began ([`WalStore::begin_seeding`]).
+//!    From then on the instance serves nothing, whichever proxy leads, until the row is gone.
+//! 2. Tenants the proxy knows (those of its mapping, and `default_tenant`), their databases,
+//!    each collection with its metadata and configuration, then its records: ids listed under
+//!    the collection's write claim (so that no client delete moves the listing's offsets under
+//!    it), records read by id and upserted in pages of at most the instance's `max_batch_size`.
+//!    Its id there is recorded in the mapping.
+//! 3. The entries up to the floor are marked applied there and the row is deleted, in one
+//!    transaction; the instance serves again, and replay applies the entries after the floor in
+//!    log order, over the copy (replay is idempotent, so a record copied after a later write
+//!    converges). Reads reach it only once it has applied their scopes' writes.
+//!
+//! A copy that stops (the source failed, this proxy stopped leading) leaves the row: it starts
+//! again by itself, after a pause, from the source then usable (the floor only goes down), in
+//! this proxy or in the next leader. Collections already copied in this process are not copied
+//! again.
+//!
+//! Never writes to any instance but the one it seeds, never writes without leading, and never
+//! lets an instance serve before its copy and the floor's entries are accounted for.
+
+use std::collections::{BTreeSet, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::http::{Method, StatusCode};
+use actix_web::web;
+use log::{info, warn};
+use serde_json::json;
+
+use super::health::{CheckData, DataGate, SetGate};
+use crate::apply::effects::record_changes;
+use crate::calls::{Calls, Collection, Outcome, Place, ok, strings};
+use crate::http::{Cluster, Identities, WritePath};
+use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
+use crate::instance::{InstanceId, Role};
+use crate::policy::{Claim, Records};
+use crate::seed::{CollectionCopy, SeedBoard};
+use crate::tls::UpstreamTls;
+use crate::verify::{Pace, Record};
+use crate::wal::models::Seq;
+use crate::wal::store::{WalError, WalStore};
+
+/// Ids listed per request.
+const ID_PAGE: usize = 1000;
+/// Records copied per request at most, whatever the instance's `max_batch_size`: bounds the
+/// proxy's memory (a page of 384-d records is about 4 MB of JSON).
+const RECORD_PAGE: usize = 1000;
+/// When the instance does not say its `max_batch_size`.
+const DEFAULT_MAX_BATCH: usize = 100;
+/// How often held instances are looked at again, and stopped copies started again.
+const TICK: Duration = Duration::from_secs(1);
+/// Pause after a check that could not finish or a copy that stopped.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How often a copy under way reports its progress in the log.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// The known tenant every Chroma has.
+const DEFAULT_TENANT: &str = "default_tenant";
+
+/// Looks at every instance once; answers when every verdict is in (the composition root waits
+/// for it, with a deadline, before it serves).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FirstCheck;
+
+/// What the seeder needs.
+pub struct SeederParts {
+    pub cluster: web::Data<Cluster>,
+    pub ids: web::Data<Identities>,
+    pub writes: web::Data<WritePath>,
+    pub store: WalStore,
+    pub board: Arc<SeedBoard>,
+    /// SEED_RATE: records a second read from the source; 0 unpaced.
+    pub rate: u32,
+    pub tls: UpstreamTls,
+}
+
+/// One instance as the seeder keeps it.
+#[derive(Default)]
+struct Slot {
+    gate: Option<DataGate>,
+    /// A check or a copy runs.
+    busy: bool,
+    retry_at: Option<Instant>,
+    /// Collections (`tenant/database/name`) copied in this process, from `copied_from`.
+    copied: HashSet<String>,
+    copied_from: Option<InstanceId>,
+}
+
+/// Judges instances' data and seeds the empty ones.
+pub struct SeederActor {
+    parts: Arc<SeederParts>,
+    calls: Rc<Calls>,
+    slots: Vec<Slot>,
+}
+
+/// What a check found.
+enum Verdict {
+    Serve,
+    Seed(String),
+    /// The check could not finish; the instance stays as it was.
+    Unknown(String),
+}
+
+impl SeederActor {
+    pub fn new(parts: SeederParts) -> Self {
+        let calls = Rc::new(Calls::new(parts.cluster.clone(), &parts.tls));
+        let slots = parts.cluster.instances.iter().map(|_| Slot::default()).collect();
+        Self { parts: Arc::new(parts), calls, slots }
+    }
+
+    fn name(&self, i: InstanceId) -> String {
+        self.calls.name(i)
+    }
+
+    /// Where a check compares an empty instance: the primary, then the others by backlog;
+    /// never an instance held itself.
+    fn candidates(&self, i: InstanceId) -> Vec<InstanceId> {
+        let cluster = &self.parts.cluster;
+        let backlogs = cluster.progress.backlogs();
+        let mut others: Vec<InstanceId> = cluster
+            .instances
+            .iter()
+            .map(|h| h.spec.id)
+            .filter(|c| *c != i && self.slots[c.0].gate != Some(DataGate::Seeding))
+            .collect();
+        others.sort_by_key(|c| (cluster.instances[c.0].spec.role != Role::Primary, backlogs[c.0]));
+        others
+    }
+
+    fn set_gate(&mut self, i: InstanceId, gate: DataGate) {
+        let slot = &mut self.slots[i.0];
+        if slot.gate == Some(gate) {
+            return;
+        }
+        slot.gate = Some(gate);
+        self.parts.cluster.instances[i.0].health.do_send(SetGate(gate));
+    }
+
+    /// Looks at instance `i`'s data, then sets its gate (and starts its copy if it must).
+    /// `done` is dropped when the verdict is in, or at once if a check or copy already runs.
+    fn check(&mut self, i: InstanceId, ctx: &mut Context<Self>, done: Option<Done>) {
+        if self.slots[i.0].busy {
+            return;
+        }
+        self.slots[i.0].busy = true;
+        let judge = judge(self.parts.clone(), self.calls.clone(), i, self.candidates(i));
+        ctx.spawn(judge.into_actor(self).map(move |verdict, act, ctx| {
+            act.slots[i.0].busy = false;
+            let name = act.name(i);
+            match verdict {
+                Verdict::Serve => {
+                    if act.slots[i.0].gate != Some(DataGate::Open) {
+                        info!("seeding: instance {name} holds its data: it serves");
+                    }
+                    act.parts.board.drop_running(i.0);
+                    act.set_gate(i, DataGate::Open);
+                }
+                Verdict::Seed(why) => {
+                    if act.slots[i.0].gate != Some(DataGate::Seeding) {
+                        warn!(
+                            "seeding: instance {name} serves nothing until it is seeded: {why} (SEED_EMPTY_INSTANCES)"
+                        );
+                        act.parts.cluster.events.record("seeding", &name, why);
+                    }
+                    act.set_gate(i, DataGate::Seeding);
+                    act.copy(i, ctx);
+                }
+                Verdict::Unknown(why) => {
+                    info!("seeding: instance {name} stays held, its data not checked yet: {why}");
+                    act.slots[i.0].retry_at = Some(Instant::now() + RETRY_PAUSE);
+                }
+            }
+            drop(done);
+        }));
+    }
+
+    /// Starts the copy to instance `i`, if this proxy leads and a source serves.
+    fn copy(&mut self, i: InstanceId, ctx: &mut Context<Self>) {
+        let cluster = &self.parts.cluster;
+        if self.slots[i.0].busy || !cluster.leadership.may_execute() {
+            return;
+        }
+        let Some(source) = self.source(i) else {
+            self.parts.board.stopped(i.0, "no instance serves to copy from");
+            self.slots[i.0].retry_at = Some(Instant::now() + RETRY_PAUSE);
+            return;
+        };
+        let slot = &mut self.slots[i.0];
+        if slot.copied_from != Some(source) {
+            slot.copied.clear();
+            slot.copied_from = Some(source);
+        }
+        slot.busy = true;
+        let copied = std::mem::take(&mut slot.copied);
+        let run = Seeding {
+            parts: self.parts.clone(),
+            calls: self.calls.clone(),
+            target: i,
+            source,
+            copied,
+            pace: (self.parts.rate > 0).then(|| Pace::new(self.parts.rate)),
+        };
+        ctx.spawn(run.go().into_actor(self).map(move |(result, copied), act, _| {
+            let slot = &mut act.slots[i.0];
+            slot.busy = false;
+            slot.copied = copied;
+            match result {
+                Ok(()) => {
+                    slot.copied.clear();
+                    slot.copied_from = None;
+                    act.set_gate(i, DataGate::Open);
+                }
+                Err(e) => {
+                    let name = act.name(i);
+                    warn!("seeding: {name}: the copy stopped, it starts again by itself: {e}");
+                    act.parts.board.stopped(i.0, &e);
+                    act.slots[i.0].retry_at = Some(Instant::now() + RETRY_PAUSE);
+                }
+            }
+        }));
+    }
+
+    /// The primary if it serves, else the serving instance that owes the fewest writes.
+    fn source(&self, i: InstanceId) -> Option<InstanceId> {
+        self.candidates(i).into_iter().find(|c| self.slots[c.0].gate == Some(DataGate::Open))
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        for n in 0..self.slots.len() {
+            let i = InstanceId(n);
+            let slot = &self.slots[n];
+            if slot.busy || slot.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            match slot.gate {
+                Some(DataGate::Open) => {}
+                Some(DataGate::Seeding) if self.parts.cluster.leadership.may_execute() => {
+                    self.copy(i, ctx)
+                }
+                _ => self.check(i, ctx, None),
+            }
+        }
+    }
+
+    fn report(&self) {
+        for n in 0..self.slots.len() {
+            let Some(copy) = self.parts.board.get(n).running else { continue };
+            let eta = copy.eta_seconds.map_or_else(|| "unknown".into(), |s| format!("{s:.0} s"));
+            info!(
+                "seeding: {}: {} from {}: {} of {} records copied ({:.0}/s), {} collections, ETA {eta}{}",
+                self.name(InstanceId(n)),
+                copy.phase,
+                copy.source,
+                copy.records_copied,
+                copy.records_total,
+                copy.records_per_second,
+                copy.collections.len(),
+                copy.last_error.map(|e| format!("; last stop: {e}")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Dropped when a check is over: its receiver then wakes.
+type Done = tokio::sync::oneshot::Sender<()>;
+
+impl Actor for SeederActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(REPORT_EVERY, |act, _| act.report());
+    }
+}
+
+impl Supervised for SeederActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Checks and copies died with the old context; the tick starts them again.
+        for slot in &mut self.slots {
+            slot.busy = false;
+        }
+    }
+}
+
+impl Handler<CheckData> for SeederActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CheckData, ctx: &mut Context<Self>) {
+        // The health actor holds it from now on; the verdict releases it.
+        self.slots[msg.0.0].gate = Some(DataGate::Checking);
+        self.slots[msg.0.0].retry_at = None;
+        self.check(msg.0, ctx, None);
+    }
+}
+
+impl Handler<FirstCheck> for SeederActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FirstCheck, ctx: &mut Context<Self>) -> Self::Result {
+        let mut over = Vec::new();
+        for n in 0..self.slots.len() {
+            let (done, wait) = tokio::sync::oneshot::channel::<()>();
+            self.check(InstanceId(n), ctx, Some(done));
+            over.push(wait);
+        }
+        Box::pin(async move {
+            futures_util::future::join_all(over).await;
+        })
+    }
+}
+
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &WalStore,
+    f: impl FnOnce(&WalStore) -> Result<T, WalError> + Send + 'static,
+) -> Outcome<T> {
+    let store = store.clone();
+    match web::block(move || f(&store)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The tenants the proxy knows: those of its mapping, and `default_tenant`.
+async fn tenants(store: &WalStore) -> Outcome<BTreeSet<String>> {
+    let rows = blocking(store, |s| s.mappings()).await?;
+    let mut tenants: BTreeSet<String> = rows.into_iter().map(|r| r.tenant).collect();
+    tenants.insert(DEFAULT_TENANT.to_string());
+    Ok(tenants)
+}
+
+/// How many collections `instance` holds in the databases of `tenants` (0 as soon as known).
+async fn held(calls: &Calls, instance: InstanceId, tenants: &BTreeSet<String>) -> Outcome<u64> {
+    let mut total = 0;
+    for tenant in tenants {
+        let Some(databases) = calls.databases(instance, tenant).await? else { continue };
+        for database in databases {
+            let place = Place { tenant: tenant.clone(), database };
+            let path = format!("{}/collections_count", place.path());
+            let (status, answer) = calls.call(instance, Method::GET, &path, None).await?;
+            ok(status, &answer, &path)?;
+            total += answer.as_u64().unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// The verdict on instance `i`'s data, compared with the first of `candidates` that answers.
+async fn judge(
+    parts: Arc<SeederParts>,
+    calls: Rc<Calls>,
+    i: InstanceId,
+    candidates: Vec<InstanceId>,
+) -> Verdict {
+    let name = calls.name(i);
+    let rows = match blocking(&parts.store, |s| s.seedings()).await {
+        Ok(rows) => rows,
+        Err(e) => return Verdict::Unknown(format!("the log cannot be read: {e}")),
+    };
+    if let Some((_, source, _)) = rows.iter().find(|r| r.0.as_str() == name) {
+        return Verdict::Seed(format!("its seeding from {source} is not finished"));
+    }
+    let tenants = match tenants(&parts.store).await {
+        Ok(t) => t,
+        Err(e) => return Verdict::Unknown(format!("the log cannot be read: {e}")),
+    };
+    match held(&calls, i, &tenants).await {
+        Ok(0) => {}
+        Ok(_) => return Verdict::Serve,
+        Err(e) => return Verdict::Unknown(e),
+    }
+    for candidate in candidates {
+        match held(&calls, candidate, &tenants).await {
+            Ok(0) => return Verdict::Serve,
+            Ok(n) => {
+                return Verdict::Seed(format!(
+                    "it holds no collection while {} holds {n}",
+                    calls.name(candidate)
+                ));
+            }
+            Err(_) => continue,
+        }
+    }
+    if parts.ids.table.snapshot().is_empty() {
+        Verdict::Serve
+    } else {
+        Verdict::Unknown("no other instance answers to compare it with".into())
+    }
+}
+
+/// One attempt at seeding `target` from `source`.
+struct Seeding {
+    parts: Arc<SeederParts>,
+    calls: Rc<Calls>,
+    target: InstanceId,
+    source: InstanceId,
+    /// Collections already copied from this source in this process.
+    copied: HashSet<String>,
+    pace: Option<Pace>,
+}
+
+impl Seeding {
+    async fn go(mut self) -> (Outcome<()>, HashSet<String>) {
+        let result = self.all().await;
+        (result, self.copied)
+    }
+
+    fn cluster(&self) -> &Cluster {
+        self.calls.cluster()
+    }
+
+    async fn all(&mut self) -> Outcome<()> {
+        let (target, source) = (self.calls.name(self.target), self.calls.name(self.source));
+        let (t, s) = (self.cluster().instances[self.target.0].spec.name.clone(), {
+            self.cluster().instances[self.source.0].spec.name.clone()
+        });
+        let floor: Seq =
+            blocking(&self.parts.store, move |store| store.begin_seeding(&t, &s)).await?;
+        self.parts.board.attempt(self.target.0, &source);
+        info!(
+            "seeding: {target}: copying from {source}; the log's entries up to {floor} are in the copy, later ones are replayed after it"
+        );
+        let places = self.places().await?;
+        let mut plan = Vec::new();
+        for place in &places {
+            for c in self.calls.collections(self.source, place).await? {
+                let total = self.calls.count(self.source, place, &c).await?;
+                plan.push((place.clone(), c, total));
+            }
+        }
+        self.parts.board.plan(
+            self.target.0,
+            plan.iter()
+                .map(|(place, c, total)| CollectionCopy {
+                    tenant: place.tenant.clone(),
+                    database: place.database.clone(),
+                    collection: c.name.clone(),
+                    copied: 0,
+                    total: *total,
+                })
+                .collect(),
+        );
+        let page = self.page().await;
+        for (index, (place, c, total)) in plan.iter().enumerate() {
+            let key = format!("{}/{}", place.key(), c.name);
+            if self.copied.contains(&key) {
+                self.parts.board.copied(self.target.0, index, *total);
+                continue;
+            }
+            self.collection(place, c, index, page).await?;
+            self.copied.insert(key);
+        }
+        let name = self.cluster().instances[self.target.0].spec.name.clone();
+        let owed = blocking(&self.parts.store, move |s| s.finish_seeding(&name, floor)).await?;
+        for (scope, n) in owed {
+            self.cluster().progress.settle(self.target, &scope, n);
+        }
+        if let Some(done) = self.parts.board.finished(self.target.0) {
+            let detail = format!(
+                "{} records of {} collections copied from {source} in {:.1} s ({:.0} records/s); the writes logged since are replayed",
+                done.records, done.collections, done.seconds, done.records_per_second
+            );
+            info!("seeding: {target}: done: {detail}");
+            self.cluster().events.record("seeded", &target, detail);
+        }
+        Ok(())
+    }
+
+    /// The tenants and databases of the source, each made on the target if it lacks it.
+    async fn places(&self) -> Outcome<Vec<Place>> {
+        let mut places = Vec::new();
+        for tenant in tenants(&self.parts.store).await? {
+            let Some(databases) = self.calls.databases(self.source, &tenant).await? else {
+                continue;
+            };
+            let theirs = match self.calls.databases(self.target, &tenant).await? {
+                Some(theirs) => theirs,
+                None => {
+                    self.make("/api/v2/tenants".into(), &tenant).await?;
+                    Vec::new()
+                }
+            };
+            for database in databases {
+                if !theirs.contains(&database) {
+                    self.make(format!("/api/v2/tenants/{tenant}/databases"), &database).await?;
+                }
+                places.push(Place { tenant: tenant.clone(), database });
+            }
+        }
+        Ok(places)
+    }
+
+    /// Creates tenant or database `name` on the target; one already there is fine.
+    async fn make(&self, path: String, name: &str) -> Outcome<()> {
+        let (status, answer) =
+            self.calls.write(self.target, Method::POST, &path, json!({"name": name})).await?;
+        if status == StatusCode::CONFLICT {
+            return Ok(());
+        }
+        ok(status, &answer, &path)
+    }
+
+    /// Records per page: the target's `max_batch_size`, at most [`RECORD_PAGE`].
+    async fn page(&self) -> usize {
+        let answer = self.calls.call(self.target, Method::GET, "/api/v2/pre-flight-checks", None);
+        let max = match answer.await {
+            Ok((status, v)) if status.is_success() => v["max_batch_size"].as_u64(),
+            _ => None,
+        };
+        max.map_or(DEFAULT_MAX_BATCH, |n| n.max(1) as usize).min(RECORD_PAGE)
+    }
+
+    /// Copies one collection: made on the target (its mapping recorded), then its records.
+    async fn collection(
+        &mut self,
+        place: &Place,
+        ours: &Collection,
+        index: usize,
+        page: usize,
+    ) -> Outcome<()> {
+        let table = &self.parts.ids.table;
+        let known = table.to_canonical(self.source, &ours.id);
+        // A collection the proxy never saw created is known to clients by the source's id.
+        let canonical = known.clone().unwrap_or_else(|| CanonicalId(ours.id.clone()));
+        let theirs = self.calls.create(self.target, place, ours, true).await?;
+        let placed = |instance: InstanceId, local: &str| {
+            IdentityChange::Placed(Placement {
+                canonical: canonical.clone(),
+                tenant: place.tenant.clone(),
+                database: place.database.clone(),
+                name: ours.name.clone(),
+                instance,
+                local: InstanceCollectionId(local.to_string()),
+            })
+        };
+        let mut changes = vec![placed(self.target, &theirs.id)];
+        if known.is_none() {
+            changes.insert(0, placed(self.source, &ours.id));
+        }
+        record_changes(changes, &self.parts.ids.mapping).await.map_err(|e| e.to_string())?;
+        let ids = self.ids(place, ours, &canonical).await?;
+        for chunk in ids.chunks(page) {
+            if let Some(pace) = self.pace.as_mut() {
+                let wait = pace.book(chunk.len(), Instant::now());
+                if !wait.is_zero() {
+                    actix_web::rt::time::sleep(wait).await;
+                }
+            }
+            let records = self.calls.read(self.source, place, ours, chunk).await?;
+            let pairs: Vec<(&String, &Record)> = records.iter().collect();
+            self.calls.put(self.target, (place, &theirs), "upsert", &pairs).await?;
+            self.parts.board.copied(self.target.0, index, pairs.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Every id of the collection on the source, listed under its write claim: no client
+    /// write of it runs meanwhile, and the source has applied every one logged.
+    async fn ids(
+        &self,
+        place: &Place,
+        ours: &Collection,
+        canonical: &CanonicalId,
+    ) -> Outcome<Vec<String>> {
+        let claim = Claim::Collection {
+            database: place.key(),
+            collection: canonical.0.clone(),
+            records: Records::All,
+        };
+        let held = (self.parts.writes.get_ref(), self.parts.ids.table.as_ref());
+        let _turn = self.calls.claimed(held, &claim, &[self.source]).await?;
+        let path = format!("{}/collections/{}/get", place.path(), ours.id);
+        let mut all = Vec::new();
+        loop {
+            let body = json!({"include": [], "limit": ID_PAGE, "offset": all.len()});
+            let (status, answer) =
+                self.calls.call(self.source, Method::POST, &path, Some(body)).await?;
+            ok(status, &answer, &path)?;
+            let ids: Vec<String> = strings(&answer["ids"]);
+            let last = ids.len() < ID_PAGE;
+            all.extend(ids);
+            if last {
+                return Ok(all);
+            }
+        }
+    }
+}
