@@ -120,6 +120,18 @@ fn events(proxy: &Proxy, kind: &str) -> usize {
     events.iter().filter(|e| e["kind"] == kind && e["instance"] == "replica").count()
 }
 
+/// The dashboard's DOM once its scripts have run, in headless Chromium.
+fn dashboard_dom(proxy: &Proxy) -> String {
+    let out = std::process::Command::new(support::chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        .args(["--no-first-run", "--virtual-time-budget=3000", "--dump-dom"])
+        .arg(format!("{}/dashboard", proxy.url()))
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Records every state `/status` shows for the replica, until stopped.
 struct StateLog {
     seen: Arc<Mutex<Vec<String>>>,
@@ -281,6 +293,11 @@ fn a_seeding_cut_by_a_source_kill_never_lets_the_replica_serve_early() {
     let answer = get(&format!("{}{DB}/collections/docs", proxy.url()));
     assert_eq!(answer.status, 503, "{:?}", answer.body);
     assert!(!serving(&proxy));
+    // The dashboard, in a real browser, says so.
+    let dom = dashboard_dom(&proxy);
+    let row = dom.split("data-instance=\"replica\"").nth(1).unwrap_or_default();
+    let row = &row[..row.find("</tr>").unwrap_or(row.len())];
+    assert!(row.contains("seeding") && row.contains("waiting from primary"), "{row}");
     primary.spawn();
     seeded(&proxy, Duration::from_secs(120));
     let mut seen = states.stop();

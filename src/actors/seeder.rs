@@ -44,7 +44,7 @@ use actix_web::web;
 use log::{info, warn};
 use serde_json::json;
 
-use super::health::{CheckData, DataGate, SetGate};
+use super::health::{CheckData, DataGate, HealthUpdate, SetGate, Subscribe};
 use crate::apply::effects::record_changes;
 use crate::calls::{Calls, Collection, Outcome, Place, ok, strings};
 use crate::http::{Cluster, Identities, WritePath};
@@ -95,6 +95,8 @@ pub struct SeederParts {
 #[derive(Default)]
 struct Slot {
     gate: Option<DataGate>,
+    /// Whether it serves now, as its health actor last said.
+    usable: bool,
     /// A check or a copy runs.
     busy: bool,
     retry_at: Option<Instant>,
@@ -239,7 +241,10 @@ impl SeederActor {
 
     /// The primary if it serves, else the serving instance that owes the fewest writes.
     fn source(&self, i: InstanceId) -> Option<InstanceId> {
-        self.candidates(i).into_iter().find(|c| self.slots[c.0].gate == Some(DataGate::Open))
+        self.candidates(i).into_iter().find(|c| {
+            let slot = &self.slots[c.0];
+            slot.usable && slot.gate == Some(DataGate::Open)
+        })
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -286,6 +291,9 @@ impl Actor for SeederActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        for instance in &self.parts.cluster.instances {
+            instance.health.do_send(Subscribe(ctx.address().recipient()));
+        }
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         ctx.run_interval(REPORT_EVERY, |act, _| act.report());
     }
@@ -308,6 +316,16 @@ impl Handler<CheckData> for SeederActor {
         self.slots[msg.0.0].gate = Some(DataGate::Checking);
         self.slots[msg.0.0].retry_at = None;
         self.check(msg.0, ctx, None);
+    }
+}
+
+impl Handler<HealthUpdate> for SeederActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HealthUpdate, _: &mut Context<Self>) {
+        if let Some(slot) = self.slots.get_mut(msg.instance.0) {
+            slot.usable = msg.usable;
+        }
     }
 }
 
