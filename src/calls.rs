@@ -206,6 +206,35 @@ impl Calls {
         Ok(Some(names.filter_map(|db| db.get("name")?.as_str().map(str::to_string)).collect()))
     }
 
+    /// Makes `place`'s tenant and database on `target` where `theirs` (the tenant's databases
+    /// there, as [`Calls::databases`] answered; `None`: no tenant) says it lacks them, and
+    /// keeps `theirs` up to date. One made meanwhile by someone else is fine.
+    pub async fn ensure_place(
+        &self,
+        target: InstanceId,
+        place: &Place,
+        theirs: &mut Option<Vec<String>>,
+    ) -> Outcome<()> {
+        let make = |path: String, name: String| async move {
+            let (status, answer) =
+                self.write(target, Method::POST, &path, json!({ "name": name })).await?;
+            if status == StatusCode::CONFLICT {
+                return Ok(());
+            }
+            ok(status, &answer, &path)
+        };
+        if theirs.is_none() {
+            make("/api/v2/tenants".into(), place.tenant.clone()).await?;
+        }
+        let databases = theirs.get_or_insert_with(Vec::new);
+        if !databases.contains(&place.database) {
+            let path = format!("/api/v2/tenants/{}/databases", place.tenant);
+            make(path, place.database.clone()).await?;
+            databases.push(place.database.clone());
+        }
+        Ok(())
+    }
+
     /// Every collection of `place` on `instance`, a missing database as none.
     pub async fn collections(
         &self,

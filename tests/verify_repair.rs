@@ -162,6 +162,16 @@ fn verify_names_each_difference_and_repair_fixes_them_under_client_writes() {
     for name in ["stray", "global"] {
         assert_eq!(post(&format!("{r}{DB}/collections"), json!({"name": name})).status, 200);
     }
+    // And a database made straight on the primary, which the replica lacks altogether.
+    let p = primary.url();
+    let archive = "/api/v2/tenants/default_tenant/databases/archive";
+    let made =
+        post(&format!("{p}/api/v2/tenants/default_tenant/databases"), json!({"name": "archive"}));
+    assert_eq!(made.status, 200, "{:?}", made.body);
+    let kept = post(&format!("{p}{archive}/collections"), json!({"name": "kept"}));
+    let kept_id = kept.body["id"].as_str().unwrap();
+    let body = json!({"ids": ["k1", "k2"], "embeddings": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]});
+    assert_eq!(post(&format!("{p}{archive}/collections/{kept_id}/add"), body).status, 201);
 
     let job = verified(&proxy, json!({}));
     assert_eq!(job["source"], "primary");
@@ -179,6 +189,7 @@ fn verify_names_each_difference_and_repair_fixes_them_under_client_writes() {
     for extra in ["stray", "global"] {
         assert_eq!(ids(&replica_report(&job, extra)["problems"]), ["extra"]);
     }
+    assert_eq!(ids(&replica_report(&job, "kept")["problems"]), ["missing"]);
     let status = proxy.status();
     assert_eq!(status["verification"]["last"]["instances"][0]["divergent_records"], 2003);
     let metrics = get(&format!("{url}/metrics")).body;
@@ -243,6 +254,11 @@ fn verify_names_each_difference_and_repair_fixes_them_under_client_writes() {
     let count =
         |u: &str| get(&format!("{u}{DB}/collections/{}/count", collection_id(u, "docs"))).body;
     assert_eq!(count(&r), json!(3000));
+    let kept = get(&format!("{r}{archive}/collections/kept"));
+    assert_eq!(kept.status, 200, "the missing database and collection are made: {:?}", kept.body);
+    let kept_count =
+        get(&format!("{r}{archive}/collections/{}/count", kept.body["id"].as_str().unwrap()));
+    assert_eq!(kept_count.body, json!(2));
     let names = replica.collection_names();
     assert!(names.contains(&"global".to_string()), "a protected collection is never deleted");
     assert!(!names.contains(&"stray".to_string()), "an extra one is, with delete_extra");

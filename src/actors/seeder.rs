@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::web;
 use log::{info, warn};
 use serde_json::json;
@@ -97,6 +97,8 @@ struct Slot {
     gate: Option<DataGate>,
     /// Whether it serves now, as its health actor last said.
     usable: bool,
+    /// Whether the log held a seeding row for it at the last look.
+    had_row: Option<bool>,
     /// A check or a copy runs.
     busy: bool,
     retry_at: Option<Instant>,
@@ -162,9 +164,11 @@ impl SeederActor {
             return;
         }
         self.slots[i.0].busy = true;
-        let judge = judge(self.parts.clone(), self.calls.clone(), i, self.candidates(i));
-        ctx.spawn(judge.into_actor(self).map(move |verdict, act, ctx| {
+        let had_row = self.slots[i.0].had_row;
+        let judge = judge(self.parts.clone(), self.calls.clone(), (i, had_row), self.candidates(i));
+        ctx.spawn(judge.into_actor(self).map(move |(verdict, had_row), act, ctx| {
             act.slots[i.0].busy = false;
+            act.slots[i.0].had_row = had_row.or(act.slots[i.0].had_row);
             let name = act.name(i);
             match verdict {
                 Verdict::Serve => {
@@ -210,6 +214,8 @@ impl SeederActor {
             slot.copied_from = Some(source);
         }
         slot.busy = true;
+        // Its row is the copy's first write: from here on, count it as there.
+        slot.had_row = Some(true);
         let copied = std::mem::take(&mut slot.copied);
         let run = Seeding {
             parts: self.parts.clone(),
@@ -225,6 +231,7 @@ impl SeederActor {
             slot.copied = copied;
             match result {
                 Ok(()) => {
+                    slot.had_row = Some(false);
                     slot.copied.clear();
                     slot.copied_from = None;
                     act.set_gate(i, DataGate::Open);
@@ -358,11 +365,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The tenants the proxy knows: those of its mapping, and `default_tenant`.
-async fn tenants(store: &WalStore) -> Outcome<BTreeSet<String>> {
-    let rows = blocking(store, |s| s.mappings()).await?;
-    let mut tenants: BTreeSet<String> = rows.into_iter().map(|r| r.tenant).collect();
+fn tenants(ids: &Identities) -> BTreeSet<String> {
+    let mut tenants: BTreeSet<String> =
+        ids.table.snapshot().into_iter().map(|c| c.tenant).collect();
     tenants.insert(DEFAULT_TENANT.to_string());
-    Ok(tenants)
+    tenants
 }
 
 /// How many collections `instance` holds in the databases of `tenants` (0 as soon as known).
@@ -385,28 +392,42 @@ async fn held(calls: &Calls, instance: InstanceId, tenants: &BTreeSet<String>) -
 async fn judge(
     parts: Arc<SeederParts>,
     calls: Rc<Calls>,
+    (i, had_row): (InstanceId, Option<bool>),
+    candidates: Vec<InstanceId>,
+) -> (Verdict, Option<bool>) {
+    let name = calls.name(i);
+    // The log says whether a seeding of it is under way; while the log cannot be read, what it
+    // said last time stands (only a leader changes it, and the leader is this proxy's judge).
+    let row = match blocking(&parts.store, |s| s.seedings()).await {
+        Ok(rows) => rows.iter().find(|r| r.0.as_str() == name).map(|r| r.1.to_string()),
+        Err(e) if had_row == Some(false) => {
+            info!("seeding: {name}: the log cannot be read ({e}); no seeding of it was under way");
+            None
+        }
+        Err(_) if had_row == Some(true) => Some("its source".to_string()),
+        Err(e) => return (Verdict::Unknown(format!("the log cannot be read: {e}")), None),
+    };
+    if let Some(source) = row {
+        return (Verdict::Seed(format!("its seeding from {source} is not finished")), Some(true));
+    }
+    (judge_data(&calls, i, &parts.ids, candidates).await, Some(false))
+}
+
+/// The verdict on an instance that no seeding is under way for, from its data and the source's.
+async fn judge_data(
+    calls: &Calls,
     i: InstanceId,
+    ids: &Identities,
     candidates: Vec<InstanceId>,
 ) -> Verdict {
-    let name = calls.name(i);
-    let rows = match blocking(&parts.store, |s| s.seedings()).await {
-        Ok(rows) => rows,
-        Err(e) => return Verdict::Unknown(format!("the log cannot be read: {e}")),
-    };
-    if let Some((_, source, _)) = rows.iter().find(|r| r.0.as_str() == name) {
-        return Verdict::Seed(format!("its seeding from {source} is not finished"));
-    }
-    let tenants = match tenants(&parts.store).await {
-        Ok(t) => t,
-        Err(e) => return Verdict::Unknown(format!("the log cannot be read: {e}")),
-    };
-    match held(&calls, i, &tenants).await {
+    let tenants = tenants(ids);
+    match held(calls, i, &tenants).await {
         Ok(0) => {}
         Ok(_) => return Verdict::Serve,
         Err(e) => return Verdict::Unknown(e),
     }
     for candidate in candidates {
-        match held(&calls, candidate, &tenants).await {
+        match held(calls, candidate, &tenants).await {
             Ok(0) => return Verdict::Serve,
             Ok(n) => {
                 return Verdict::Seed(format!(
@@ -417,7 +438,7 @@ async fn judge(
             Err(_) => continue,
         }
     }
-    if parts.ids.table.snapshot().is_empty() {
+    if ids.table.snapshot().is_empty() {
         Verdict::Serve
     } else {
         Verdict::Unknown("no other instance answers to compare it with".into())
@@ -505,35 +526,18 @@ impl Seeding {
     /// The tenants and databases of the source, each made on the target if it lacks it.
     async fn places(&self) -> Outcome<Vec<Place>> {
         let mut places = Vec::new();
-        for tenant in tenants(&self.parts.store).await? {
+        for tenant in tenants(&self.parts.ids) {
             let Some(databases) = self.calls.databases(self.source, &tenant).await? else {
                 continue;
             };
-            let theirs = match self.calls.databases(self.target, &tenant).await? {
-                Some(theirs) => theirs,
-                None => {
-                    self.make("/api/v2/tenants".into(), &tenant).await?;
-                    Vec::new()
-                }
-            };
+            let mut theirs = self.calls.databases(self.target, &tenant).await?;
             for database in databases {
-                if !theirs.contains(&database) {
-                    self.make(format!("/api/v2/tenants/{tenant}/databases"), &database).await?;
-                }
-                places.push(Place { tenant: tenant.clone(), database });
+                let place = Place { tenant: tenant.clone(), database };
+                self.calls.ensure_place(self.target, &place, &mut theirs).await?;
+                places.push(place);
             }
         }
         Ok(places)
-    }
-
-    /// Creates tenant or database `name` on the target; one already there is fine.
-    async fn make(&self, path: String, name: &str) -> Outcome<()> {
-        let (status, answer) =
-            self.calls.write(self.target, Method::POST, &path, json!({"name": name})).await?;
-        if status == StatusCode::CONFLICT {
-            return Ok(());
-        }
-        ok(status, &answer, &path)
     }
 
     /// Records per page: the target's `max_batch_size`, at most [`RECORD_PAGE`].

@@ -531,6 +531,8 @@ impl Run {
         ours: &Collection,
         canonical: Option<&CanonicalId>,
     ) -> Outcome<Collection> {
+        let mut theirs = self.calls.databases(target, &place.tenant).await?;
+        self.calls.ensure_place(target, place, &mut theirs).await?;
         let created = self.calls.create(target, place, ours, false).await?;
         if let Some(canonical) = canonical {
             let placed = IdentityChange::Placed(Placement {
