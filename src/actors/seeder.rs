@@ -33,6 +33,7 @@
 //! Never writes to any instance but the one it seeds, never writes without leading, and never
 //! lets an instance serve before its copy and the floor's entries are accounted for.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -53,15 +54,16 @@ use crate::instance::{InstanceId, Role};
 use crate::policy::{Claim, Records};
 use crate::seed::{CollectionCopy, SeedBoard};
 use crate::tls::UpstreamTls;
-use crate::verify::{Pace, Record};
+use crate::verify::{Chunk, Pace, Record};
 use crate::wal::models::Seq;
 use crate::wal::store::{WalError, WalStore};
 
 /// Ids listed per request.
 const ID_PAGE: usize = 1000;
 /// Records copied per request at most, whatever the instance's `max_batch_size`: bounds the
-/// proxy's memory (a page of 384-d records is about 4 MB of JSON).
-const RECORD_PAGE: usize = 1000;
+/// proxy's memory (a page of 384-d records is about 2 MB of JSON, and two are in hand: one
+/// written while the next is read).
+const RECORD_PAGE: usize = 500;
 /// When the instance does not say its `max_batch_size`.
 const DEFAULT_MAX_BATCH: usize = 100;
 /// How often held instances are looked at again, and stopped copies started again.
@@ -223,7 +225,7 @@ impl SeederActor {
             target: i,
             source,
             copied,
-            pace: (self.parts.rate > 0).then(|| Pace::new(self.parts.rate)),
+            pace: RefCell::new((self.parts.rate > 0).then(|| Pace::new(self.parts.rate))),
         };
         ctx.spawn(run.go().into_actor(self).map(move |(result, copied), act, _| {
             let slot = &mut act.slots[i.0];
@@ -453,7 +455,7 @@ struct Seeding {
     source: InstanceId,
     /// Collections already copied from this source in this process.
     copied: HashSet<String>,
-    pace: Option<Pace>,
+    pace: RefCell<Option<Pace>>,
 }
 
 impl Seeding {
@@ -579,19 +581,32 @@ impl Seeding {
         }
         record_changes(changes, &self.parts.ids.mapping).await.map_err(|e| e.to_string())?;
         let ids = self.ids(place, ours, &canonical).await?;
-        for chunk in ids.chunks(page) {
-            if let Some(pace) = self.pace.as_mut() {
-                let wait = pace.book(chunk.len(), Instant::now());
-                if !wait.is_zero() {
-                    actix_web::rt::time::sleep(wait).await;
-                }
-            }
-            let records = self.calls.read(self.source, place, ours, chunk).await?;
-            let pairs: Vec<(&String, &Record)> = records.iter().collect();
-            self.calls.put(self.target, (place, &theirs), "upsert", &pairs).await?;
-            self.parts.board.copied(self.target.0, index, pairs.len() as u64);
+        // The next page is read from the source while this one is written to the target.
+        let mut pages = ids.chunks(page);
+        let Some(first) = pages.next() else { return Ok(()) };
+        let mut current = self.read(place, ours, first).await?;
+        loop {
+            let write = async {
+                let pairs: Vec<(&String, &Record)> = current.iter().collect();
+                self.calls.put(self.target, (place, &theirs), "upsert", &pairs).await?;
+                self.parts.board.copied(self.target.0, index, pairs.len() as u64);
+                Ok::<(), String>(())
+            };
+            let Some(chunk) = pages.next() else { return write.await };
+            let (written, next) =
+                futures_util::future::join(write, self.read(place, ours, chunk)).await;
+            written?;
+            current = next?;
         }
-        Ok(())
+    }
+
+    /// The records of `ids` on the source, paced to SEED_RATE.
+    async fn read(&self, place: &Place, ours: &Collection, ids: &[String]) -> Outcome<Chunk> {
+        let wait = self.pace.borrow_mut().as_mut().map(|p| p.book(ids.len(), Instant::now()));
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            actix_web::rt::time::sleep(wait).await;
+        }
+        self.calls.read(self.source, place, ours, ids).await
     }
 
     /// Every id of the collection on the source, listed under its write claim: no client
