@@ -101,6 +101,8 @@ struct Slot {
     usable: bool,
     /// Whether the log held a seeding row for it at the last look.
     had_row: Option<bool>,
+    /// Why its last check could not finish, while it cannot.
+    unknown: Option<String>,
     /// A check or a copy runs.
     busy: bool,
     retry_at: Option<Instant>,
@@ -171,6 +173,9 @@ impl SeederActor {
         ctx.spawn(judge.into_actor(self).map(move |(verdict, had_row), act, ctx| {
             act.slots[i.0].busy = false;
             act.slots[i.0].had_row = had_row.or(act.slots[i.0].had_row);
+            if !matches!(verdict, Verdict::Unknown(_)) {
+                act.slots[i.0].unknown = None;
+            }
             let name = act.name(i);
             match verdict {
                 Verdict::Serve => {
@@ -191,8 +196,13 @@ impl SeederActor {
                     act.copy(i, ctx);
                 }
                 Verdict::Unknown(why) => {
-                    info!("seeding: instance {name} stays held, its data not checked yet: {why}");
-                    act.slots[i.0].retry_at = Some(Instant::now() + RETRY_PAUSE);
+                    let slot = &mut act.slots[i.0];
+                    // Retried every RETRY_PAUSE; said once per reason.
+                    if slot.unknown.as_ref() != Some(&why) {
+                        info!("seeding: instance {name} stays held, its data not checked: {why}");
+                        slot.unknown = Some(why);
+                    }
+                    slot.retry_at = Some(Instant::now() + RETRY_PAUSE);
                 }
             }
             drop(done);
@@ -374,7 +384,7 @@ fn tenants(ids: &Identities) -> BTreeSet<String> {
     tenants
 }
 
-/// How many collections `instance` holds in the databases of `tenants` (0 as soon as known).
+/// How many collections `instance` holds in the databases of `tenants`.
 async fn held(calls: &Calls, instance: InstanceId, tenants: &BTreeSet<String>) -> Outcome<u64> {
     let mut total = 0;
     for tenant in tenants {
