@@ -183,15 +183,15 @@ if section bulk; then
   echo "|------------------------------|-----------|-------|--------------------------------------------|----------------|"
   awk -v v="$(col 2)" 'BEGIN { printf "| %-28s | %9.1f |  1.00 | %-42s | %14s |\n", "bulk ingest, direct", v, "-", "-" }'
   awk -v v="$(col 3)" -v r="$(awk '{ print $3 / $2 }' "$WORK/bulk" | median)" -v m="$(col 10)" \
-    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk ingest, proxy, no replica", v, r, "-", m }'
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy, no replica", v, r, "-", m }'
   awk -v v="$(col 4)" -v r="$(awk '{ print $4 / $2 }' "$WORK/bulk" | median)" -v m="$(col 11)" \
-    -v lag="$(col 6) s / $(col 7) s / $(col 8) s ($(cut -d' ' -f9 "$WORK/bulk" | sort | uniq -c | awk '{ printf "%s%s x %s", sep, $1, $2; sep = ", " }'))" \
-    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk ingest, proxy + replica", v, r, lag, m }'
+    -v lag="$(col 6) s / $(col 7) s / $(col 8) s (identical in $(grep -c ' True ' "$WORK/bulk")/$BULK_RUNS)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy + replica", v, r, lag, m }'
   awk -v v="$(col 5)" -v r="$(awk '{ print $5 / $2 }' "$WORK/bulk" | median)" \
-    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk ingest, replica alone", v, r, "-", "-" }'
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica server alone", v, r, "-", "-" }'
   echo
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
-  echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match (yes x rounds)"
+  echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"
 fi
 
 if section bigget; then

@@ -176,7 +176,7 @@ def main():
     if sampler:
         sampler.join()
         with open(a.timeline, "w") as f:
-            f.write("\t".join(["t", "acked"] + (["replica", "owed"] if replica else []) + list(pids)) + "\n")
+            f.write("\t".join(["t", "acked"] + (["replica", "owed"] if replica else []) + [f"cpu_{p}" for p in pids]) + "\n")
             for row in rows:
                 f.write("\t".join(map(str, row)) + "\n")
     print(json.dumps(out))
