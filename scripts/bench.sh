@@ -174,9 +174,12 @@ if section bulk; then
     replica_hwm=$(hwm_mb "$PROXY_PID")
     # The replica's own pace: the same batches sent to it directly (nothing else running).
     a=$($BULK "$REPLICA" "bulk-alone-$run" "$BULK_RECORDS" 384 500)
-    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm" >> "$WORK/bulk"
+    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID")" >> "$WORK/bulk"
     keep "$WORK/bulk-timeline-$run.tsv"
   done
+  # Columns: round, records/s direct, no replica, with a replica, replica alone; lags (count,
+  # owed, fingerprint), identical; peak RSS of both proxies in their runs, then RSS after.
+  keep "$WORK/bulk"
   col() { cut -d' ' -f"$1" "$WORK/bulk" | median; }
   echo
   echo "| test                         | records/s | ratio | replica lag after the last batch: count equal / nothing owed / identical | proxy peak RSS |"
@@ -191,6 +194,7 @@ if section bulk; then
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica server alone", v, r, "-", "-" }'
   echo
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
+  echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
   echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"
 fi
 
