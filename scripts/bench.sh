@@ -108,7 +108,7 @@ COLL="/api/v2/tenants/default_tenant/databases/default_database/collections"
 # The query collection is on both instances once replay has copied it.
 until curl -sf "$REPLICA$COLL/bench" >/dev/null && [ "$(curl -sf "$PROXY/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["write_ahead_log"]["pending_writes"])')" = 0 ]; do sleep 0.2; done
 
-echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, runs=$RUNS x ${DURATION}s, wrk, $([ "${BENCH_PIN:-0}" = 1 ] && echo "pinned (client, direct Chroma, primary on CPU 0; replicas, PostgreSQL, proxies on CPU 1)" || echo unpinned)"
+echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc --all) cores, runs=$RUNS x ${DURATION}s, wrk, $([ "${BENCH_PIN:-0}" = 1 ] && echo "pinned (client, direct Chroma, primary on CPU 0; replicas, PostgreSQL, proxies on CPU 1)" || echo unpinned)"
 echo "proxy RSS at rest: $(rss_mb "$PROXY_PID") MB"
 
 if section latency; then
@@ -172,13 +172,25 @@ if section bulk; then
       --proxy "$PROXY" --deadline 600 --timeline "$WORK/bulk-timeline-$run.tsv" \
       --pids "primary=$PRIMARY_PID,replica=$REPLICA_PID,proxy=$PROXY_PID")
     replica_hwm=$(hwm_mb "$PROXY_PID")
-    # The replica's own pace: the same batches sent to it directly (nothing else running).
+    # The replica's own pace: the same batches sent to it directly (nothing else running), and
+    # in batches of 5,000, about what replay merges a backlog into (max_batch_size 5,461).
     a=$($BULK "$REPLICA" "bulk-alone-$run" "$BULK_RECORDS" 384 500)
-    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID")" >> "$WORK/bulk"
+    a5=$($BULK "$REPLICA" "bulk-alone5k-$run" "$BULK_RECORDS" 384 5000)
+    # A backlog: the replica stopped (SIGSTOP) during an ingest through the proxy, then let go:
+    # how soon replay starts, and how fast it applies the backlog against the pace above.
+    kill -STOP "$REPLICA_PID"
+    bi=$($BULK "$PROXY" "bulk-backlog-$run" "$BULK_RECORDS" 384 500)
+    kill -CONT "$REPLICA_PID"
+    b=$($VENV/bin/python scripts/bench/follow.py "bulk-backlog-$run" --replica "$REPLICA" --primary "$DIRECT" \
+      --proxy "$PROXY" --timeline "$WORK/bulk-backlog-$run.tsv" --pids "replica=$REPLICA_PID,proxy=$PROXY_PID")
+    keep "$WORK/bulk-backlog-$run.tsv"
+    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s)" >> "$WORK/bulk"
     keep "$WORK/bulk-timeline-$run.tsv"
   done
   # Columns: round, records/s direct, no replica, with a replica, replica alone; lags (count,
-  # owed, fingerprint), identical; peak RSS of both proxies in their runs, then RSS after.
+  # owed, fingerprint), identical; peak RSS of both proxies in their runs, then RSS after;
+  # replica alone in batches of 5,000; backlog: first rise, count equal, identical (seconds
+  # after SIGCONT), identical; records/s through the proxy while the replica was stopped.
   keep "$WORK/bulk"
   col() { cut -d' ' -f"$1" "$WORK/bulk" | median; }
   echo
@@ -192,7 +204,15 @@ if section bulk; then
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy + replica", v, r, lag, m }'
   awk -v v="$(col 5)" -v r="$(awk '{ print $5 / $2 }' "$WORK/bulk" | median)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica server alone", v, r, "-", "-" }'
+  awk -v v="$(col 19)" -v r="$(awk '{ print $19 / $2 }' "$WORK/bulk" | median)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, proxy, replica stopped", v, r, "-", "-" }'
+  awk -v v="$(col 14)" -v r="$(awk '{ print $14 / $2 }' "$WORK/bulk" | median)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica alone, 5k batch", v, r, "-", "-" }'
+  awk -v v="$(awk -v n="$BULK_RECORDS" '{ print n / ($16 - $15) }' "$WORK/bulk" | median)" -v r="$(awk -v n="$BULK_RECORDS" '{ print n / ($16 - $15) / $14 }' "$WORK/bulk" | median)" \
+    -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(grep -c ' True$' "$WORK/bulk")/$BULK_RUNS)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "catch-up of a backlog", v, r, lag, "-" }'
   echo
+  echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from its count's first rise until it equals the primary's, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
   echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"

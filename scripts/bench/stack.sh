@@ -72,13 +72,14 @@ start_postgres() {
 
 # start_proxy NAME VAR=VALUE...: starts the release proxy (or $CHROMA_HA_BIN, to compare two
 # builds) with these settings in $WORK/NAME (on CPU 1 in the pinned mode; RUST_LOG is
-# $BENCH_RUST_LOG, default warn), sets $PROXY and $PROXY_PID.
+# $BENCH_RUST_LOG, default warn; $BENCH_PROXY_ENV, VAR=VALUE words, is added to every proxy's
+# environment, e.g. to try an allocator setting), sets $PROXY and $PROXY_PID.
 start_proxy() {
   local port name=$1
   shift
   port="$(free_port)"
   mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && exec env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG="${BENCH_RUST_LOG:-warn}" "${PIN1[@]}" "${CHROMA_HA_BIN:-$CHROMA_HA_RELEASE/chroma-ha}") > "$WORK/$name/log" 2>&1 &
+  (cd "$WORK/$name" && exec env "$@" ${BENCH_PROXY_ENV:-} LISTEN_ADDR="127.0.0.1:$port" RUST_LOG="${BENCH_RUST_LOG:-warn}" "${PIN1[@]}" "${CHROMA_HA_BIN:-$CHROMA_HA_RELEASE/chroma-ha}") > "$WORK/$name/log" 2>&1 &
   PROXY_PID=$!
   pids+=($PROXY_PID)
   PROXY="http://127.0.0.1:$port"
