@@ -181,7 +181,7 @@ if section bulk; then
     kill -STOP "$REPLICA_PID"
     bi=$($BULK "$PROXY" "bulk-backlog-$run" "$BULK_RECORDS" 384 500)
     kill -CONT "$REPLICA_PID"
-    b=$($VENV/bin/python scripts/bench/follow.py "bulk-backlog-$run" --replica "$REPLICA" --primary "$DIRECT" \
+    b=$($VENV/bin/python scripts/bench/follow.py "bulk-backlog-$run" --expect "$BULK_RECORDS" --replica "$REPLICA" --primary "$DIRECT" \
       --proxy "$PROXY" --timeline "$WORK/bulk-backlog-$run.tsv" --pids "replica=$REPLICA_PID,proxy=$PROXY_PID")
     keep "$WORK/bulk-backlog-$run.tsv"
     echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s)" >> "$WORK/bulk"
@@ -215,6 +215,7 @@ if section bulk; then
   echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from its count's first rise until it equals the primary's, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
+  echo "the proxies' health probes marked an instance down $(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -c 'is DOWN') time(s) during the section (a probe gets 1 s)"
   echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"
 fi
 

@@ -58,7 +58,7 @@ def main():
     if timeline:
         timeline.fast()
     if a.replica:
-        out.update(follow(a.name, a.replica, a.primary, a.proxy, last_ack, a.deadline, sample_of(a.n)))
+        out.update(follow(a.name, a.replica, a.primary, a.proxy, last_ack, a.deadline, sample_of(a.n), a.n))
     if timeline:
         timeline.stop(a.timeline)
     print(json.dumps(out))

@@ -1,11 +1,11 @@
 """How long a replica takes to have what the primary has, for the bench's `bulk` section; used by
 bulk.py, and alone after a backlog:
 
-usage: follow.py NAME --replica URL --primary URL [--proxy URL] [--deadline S] [--since EPOCH]
+usage: follow.py NAME --expect N --replica URL --primary URL [--proxy URL] [--deadline S] [--since EPOCH]
                  [--timeline FILE --pids name=PID,...]
 
-polls, without fixed sleeps, until the replica's copy of collection NAME has as many records as
-the primary's (count_lag, seconds after --since, default now; first_rise: when the replica's
+polls, without fixed sleeps, until the replica's and the primary's copies of collection NAME
+both hold N records (count_lag, seconds after --since, default now; first_rise: when the replica's
 count first moved), until the proxy owes the replica nothing (pending_lag), and until a
 fingerprint matches: every id and document, and the embeddings of 200 sampled ids, equal on
 both (fingerprint_lag). Prints them as one JSON line.
@@ -120,20 +120,21 @@ class Timeline:
                 f.write("\t".join(map(str, row)) + "\n")
 
 
-def follow(name, replica_url, primary_url, proxy, since, deadline, sample_ids):
-    """Waits for the replica's copy of `name` to match the primary's; the lags, as a dict."""
+def follow(name, replica_url, primary_url, proxy, since, deadline, sample_ids, expect):
+    """Waits for both copies of `name` to hold `expect` records (the primary's too: a batch
+    that failed over to the replica reaches the primary by replay) and to match; the lags, as a
+    dict."""
     replica, primary = Copy(replica_url, name), Copy(primary_url, name)
-    target = primary.count()
-    out = {"primary_count": target}
+    out = {}
     end = since + deadline
     first = replica.count()
-    while replica.count() == first and first != target and time.time() < end:
+    while replica.count() == first and first != expect and time.time() < end:
         time.sleep(0.02)
     out["first_rise"] = round(time.time() - since, 3)
-    while replica.count() != target and time.time() < end:
+    while (replica.count() != expect or primary.count() != expect) and time.time() < end:
         time.sleep(0.02)
     out["count_lag"] = round(time.time() - since, 3)
-    out["replica_count"] = replica.count()
+    out["replica_count"], out["primary_count"] = replica.count(), primary.count()
     if proxy:
         while owed(proxy) != 0 and time.time() < end:
             time.sleep(0.02)
@@ -163,16 +164,16 @@ def main():
     ap.add_argument("--proxy")
     ap.add_argument("--deadline", type=float, default=600)
     ap.add_argument("--since", type=float)
+    ap.add_argument("--expect", type=int, required=True, help="records the collection holds")
     ap.add_argument("--timeline")
     ap.add_argument("--pids", default="")
     a = ap.parse_args()
     since = a.since or time.time()
     pids = dict(p.split("=") for p in a.pids.split(",") if p)
-    n = Copy(a.primary, a.name).count()
     timeline = Timeline(since, Copy(a.replica, a.name), a.proxy, pids) if a.timeline else None
     if timeline:
         timeline.fast()
-    out = follow(a.name, a.replica, a.primary, a.proxy, since, a.deadline, sample_of(n))
+    out = follow(a.name, a.replica, a.primary, a.proxy, since, a.deadline, sample_of(a.expect), a.expect)
     if timeline:
         timeline.stop(a.timeline)
     print(json.dumps(out))
