@@ -204,7 +204,7 @@ if section bulk; then
   awk -v v="$(col 3)" -v r="$(awk '{ print $3 / $2 }' "$WORK/bulk" | median)" -v m="$(col 10)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy, no replica", v, r, "-", m }'
   awk -v v="$(col 4)" -v r="$(awk '{ print $4 / $2 }' "$WORK/bulk" | median)" -v m="$(col 11)" \
-    -v lag="$(col 6) s / $(col 7) s / $(col 8) s (identical in $(grep -c ' True ' "$WORK/bulk")/$BULK_RUNS)" \
+    -v lag="$(col 6) s / $(col 7) s / $(col 8) s (identical in $(awk '$9 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy + replica", v, r, lag, m }'
   awk -v v="$(col 5)" -v r="$(awk '{ print $5 / $2 }' "$WORK/bulk" | median)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica server alone", v, r, "-", "-" }'
@@ -213,7 +213,7 @@ if section bulk; then
   awk -v v="$(col 14)" -v r="$(awk '{ print $14 / $2 }' "$WORK/bulk" | median)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica alone, 5k batch", v, r, "-", "-" }'
   awk -v v="$(awk -v n="$BULK_RECORDS" '{ print n / ($16 - $15) }' "$WORK/bulk" | median)" -v r="$(awk -v n="$BULK_RECORDS" '{ print n / ($16 - $15) / $14 }' "$WORK/bulk" | median)" \
-    -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(grep -c ' True$' "$WORK/bulk")/$BULK_RUNS)" \
+    -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(awk '$18 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "catch-up of a backlog", v, r, lag, "-" }'
   echo
   echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from its count's first rise until it equals the primary's, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical"
