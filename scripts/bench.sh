@@ -212,11 +212,11 @@ if section bulk; then
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, proxy, replica stopped", v, r, "-", "-" }'
   awk -v v="$(col 14)" -v r="$(awk '{ print $14 / $2 }' "$WORK/bulk" | median)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica alone, 5k batch", v, r, "-", "-" }'
-  awk -v v="$(awk -v n="$BULK_RECORDS" '{ print n / ($16 - $15) }' "$WORK/bulk" | median)" -v r="$(awk -v n="$BULK_RECORDS" '{ print n / ($16 - $15) / $14 }' "$WORK/bulk" | median)" \
+  awk -v v="$(awk -v n="$BULK_RECORDS" '{ print n / $16 }' "$WORK/bulk" | median)" -v r="$(awk -v n="$BULK_RECORDS" '{ print n / $16 / $14 }' "$WORK/bulk" | median)" \
     -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(awk '$18 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "catch-up of a backlog", v, r, lag, "-" }'
   echo
-  echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from its count's first rise until it equals the primary's, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical"
+  echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from SIGCONT until both counts are whole, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical (counts are read from the replica, which answers them late while it applies a batch of 5,000: a resolution of seconds)"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
   echo "the proxies' health probes marked an instance down $(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -c 'is DOWN') time(s) during the section (a probe gets 1 s)"
