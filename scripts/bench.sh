@@ -5,15 +5,39 @@
 #
 #   scripts/bench.sh                          # all sections
 #   BENCH_RUNS=5 BENCH_DURATION=10 scripts/bench.sh
-#   BENCH_SECTIONS="catchup" scripts/bench.sh   # only some: latency wal catchup failover
+#   BENCH_SECTIONS="catchup" scripts/bench.sh   # only some: latency wal catchup failover bulk bigget suite
+#   BENCH_PIN=1 scripts/bench.sh              # pinned: see below
+#
+# BENCH_PIN=1 pins the client (this script and all it runs), the direct Chroma and the primary
+# to CPU 0, and the replicas, PostgreSQL and the proxies to CPU 1 (taskset). That stands in for
+# separate machines: the primary has the same neighbour, the client, in direct and proxied
+# runs, and the replica has a core of its own.
+#
+# bulk:   the official client adds BENCH_BULK_RECORDS (20,000) random 384-d records with
+#         documents in batches of 500: direct, through a proxy without a replica, through one
+#         with a replica (both SQLite WAL), and direct into the replica server (the pace the
+#         replica could ingest at alone); then the replica's lag after the last batch.
+#         BENCH_BULK_RUNS rounds (default 1); BENCH_OUT=DIR keeps the timelines and logs.
+# bigget: the whole 20,000 x 384-d collection with embeddings (~80 MB of JSON) got with the
+#         official client, direct and proxied, and the proxy's RSS before, at peak, after.
+# suite:  Chroma's own tests (BENCH_SUITE_TESTS, selected by BENCH_SUITE_SELECT, Hypothesis at
+#         most BENCH_SUITE_EXAMPLES examples) run direct and through a proxy with a replica, on
+#         servers of their own (the tests reset them); the proxy's RSS before, at peak, after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${BENCH_RUNS:-3}"
-SECTIONS="${BENCH_SECTIONS:-latency wal catchup failover}"
+SECTIONS="${BENCH_SECTIONS:-latency wal catchup failover bulk bigget suite}"
 CATCHUP_WRITES="${BENCH_CATCHUP_WRITES:-10000}"
 DURATION="${BENCH_DURATION:-5}"
+BULK_RECORDS="${BENCH_BULK_RECORDS:-20000}"
+BULK_RUNS="${BENCH_BULK_RUNS:-1}"
+SUITE_TESTS="${BENCH_SUITE_TESTS:-test_api.py property/test_add.py}"
+# The SSL tests start servers of their own and wait ~70 s for a certificate that never works.
+SUITE_SELECT="${BENCH_SUITE_SELECT:-not ssl}"
 
 source scripts/bench/stack.sh
+[ "${BENCH_PIN:-0}" = 1 ] && taskset -cp 0 $$ > /dev/null  # what this script runs is the client
+section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # wrk_once URL CONNS [BODY_FILE | add]: prints "req/s p50_ms p99_ms".
 wrk_once() {
@@ -54,8 +78,8 @@ compare() {
     'BEGIN { printf "| %-28s | %3d | %9.1f | %9.1f | %5.2f | %7.3f | %7.3f | %+7.3f | %7.3f | %7.3f |\n", l, c, drps, prps, ratio, dp50, pp50, added, dp99, pp99 }'
 }
 
-start_chroma primary; PRIMARY_PORT=$PORT
-start_chroma replica; REPLICA_PORT=$PORT
+start_chroma primary 0; PRIMARY_PORT=$PORT PRIMARY_PID=$CHROMA_PID
+start_chroma replica; REPLICA_PORT=$PORT REPLICA_PID=$CHROMA_PID
 start_chroma replica-pg; REPLICA_PG_PORT=$PORT
 start_postgres
 DIRECT="http://127.0.0.1:$PRIMARY_PORT"
@@ -88,9 +112,7 @@ COLL="/api/v2/tenants/default_tenant/databases/default_database/collections"
 # The query collection is on both instances once replay has copied it.
 until curl -sf "$REPLICA$COLL/bench" >/dev/null && [ "$(curl -sf "$PROXY/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["write_ahead_log"]["pending_writes"])')" = 0 ]; do sleep 0.2; done
 
-echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, runs=$RUNS x ${DURATION}s, wrk"
-
-section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+echo "chroma-ha benchmark, $(date -u +%Y-%m-%d), $(nproc --all) cores, runs=$RUNS x ${DURATION}s, wrk, $([ "${BENCH_PIN:-0}" = 1 ] && echo "pinned (client, direct Chroma, primary on CPU 0; replicas, PostgreSQL, proxies on CPU 1)" || echo unpinned)"
 echo "proxy RSS at rest: $(rss_mb "$PROXY_PID") MB"
 
 if section latency; then
@@ -126,9 +148,143 @@ if section wal; then
   echo
   echo "WAL append throughput (benches/wal_append.rs, group commit, ${DURATION}s per level):"
   cargo build --release --quiet --bench wal_append
-  WAL_BENCH="$(ls -t target/release/deps/wal_append-* | grep -v '\.d$' | head -1)"
+  WAL_BENCH="$(ls -t "$CHROMA_HA_RELEASE"/deps/wal_append-* | grep -v '\.d$' | head -1)"
   DATABASE_URL="$WORK/append.sqlite" BENCH_DURATION="$DURATION" "$WAL_BENCH"
   DATABASE_URL="$PG_URL" BENCH_DURATION="$DURATION" "$WAL_BENCH"
+fi
+
+# keep FILE...: copies files to $BENCH_OUT, when it is set, to be read after the run.
+keep() { [ -n "${BENCH_OUT:-}" ] && mkdir -p "$BENCH_OUT" && cp "$@" "$BENCH_OUT/"; return 0; }
+json_field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(v)' "$1" "$2"; }
+BULK="$VENV/bin/python scripts/bench/bulk.py"
+
+if section bulk; then
+  echo
+  echo "Bulk ingest, official client, $BULK_RECORDS x 384-d random embeddings with documents, batches of 500, $BULK_RUNS round(s); proxies with the SQLite WAL (the default):"
+  # A proxy in front of the primary alone: the proxy's and its log's cost without replication.
+  SAVED=("$PROXY" "$PROXY_PID")
+  start_proxy proxy-solo PRIMARY_URL="$DIRECT"
+  SOLO=$PROXY SOLO_PID=$PROXY_PID PROXY=${SAVED[0]} PROXY_PID=${SAVED[1]}
+  : > "$WORK/bulk"
+  for run in $(seq 1 "$BULK_RUNS"); do
+    d=$($BULK "$DIRECT" "bulk-direct-$run" "$BULK_RECORDS" 384 500)
+    reset_hwm "$SOLO_PID"
+    s=$($BULK "$SOLO" "bulk-solo-$run" "$BULK_RECORDS" 384 500)
+    solo_hwm=$(hwm_mb "$SOLO_PID")
+    reset_hwm "$PROXY_PID"
+    r=$($BULK "$PROXY" "bulk-replica-$run" "$BULK_RECORDS" 384 500 --replica "$REPLICA" --primary "$DIRECT" \
+      --proxy "$PROXY" --deadline 600 --timeline "$WORK/bulk-timeline-$run.tsv" \
+      --pids "primary=$PRIMARY_PID,replica=$REPLICA_PID,proxy=$PROXY_PID")
+    replica_hwm=$(hwm_mb "$PROXY_PID")
+    # The replica's own pace: the same batches sent to it directly (nothing else running), and
+    # in batches of 5,000, about what replay merges a backlog into (max_batch_size 5,461).
+    a=$($BULK "$REPLICA" "bulk-alone-$run" "$BULK_RECORDS" 384 500)
+    a5=$($BULK "$REPLICA" "bulk-alone5k-$run" "$BULK_RECORDS" 384 5000)
+    # A backlog: the replica stopped (SIGSTOP) during an ingest through the proxy, then let go:
+    # how soon replay starts, and how fast it applies the backlog against the pace above.
+    kill -STOP "$REPLICA_PID"
+    bi=$($BULK "$PROXY" "bulk-backlog-$run" "$BULK_RECORDS" 384 500)
+    kill -CONT "$REPLICA_PID"
+    b=$($VENV/bin/python scripts/bench/follow.py "bulk-backlog-$run" --expect "$BULK_RECORDS" --replica "$REPLICA" --primary "$DIRECT" \
+      --proxy "$PROXY" --timeline "$WORK/bulk-backlog-$run.tsv" --pids "replica=$REPLICA_PID,proxy=$PROXY_PID")
+    keep "$WORK/bulk-backlog-$run.tsv"
+    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s)" >> "$WORK/bulk"
+    keep "$WORK/bulk-timeline-$run.tsv"
+  done
+  # Columns: round, records/s direct, no replica, with a replica, replica alone; lags (count,
+  # owed, fingerprint), identical; peak RSS of both proxies in their runs, then RSS after;
+  # replica alone in batches of 5,000; backlog: first rise, count equal, identical (seconds
+  # after SIGCONT), identical; records/s through the proxy while the replica was stopped.
+  keep "$WORK/bulk"
+  col() { cut -d' ' -f"$1" "$WORK/bulk" | median; }
+  echo
+  echo "| test                         | records/s | ratio | replica lag after the last batch: count equal / nothing owed / identical | proxy peak RSS |"
+  echo "|------------------------------|-----------|-------|--------------------------------------------|----------------|"
+  awk -v v="$(col 2)" 'BEGIN { printf "| %-28s | %9.1f |  1.00 | %-42s | %14s |\n", "bulk ingest, direct", v, "-", "-" }'
+  awk -v v="$(col 3)" -v r="$(awk '{ print $3 / $2 }' "$WORK/bulk" | median)" -v m="$(col 10)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy, no replica", v, r, "-", m }'
+  awk -v v="$(col 4)" -v r="$(awk '{ print $4 / $2 }' "$WORK/bulk" | median)" -v m="$(col 11)" \
+    -v lag="$(col 6) s / $(col 7) s / $(col 8) s (identical in $(awk '$9 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "bulk, proxy + replica", v, r, lag, m }'
+  awk -v v="$(col 5)" -v r="$(awk '{ print $5 / $2 }' "$WORK/bulk" | median)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica server alone", v, r, "-", "-" }'
+  awk -v v="$(col 19)" -v r="$(awk '{ print $19 / $2 }' "$WORK/bulk" | median)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, proxy, replica stopped", v, r, "-", "-" }'
+  awk -v v="$(col 14)" -v r="$(awk '{ print $14 / $2 }' "$WORK/bulk" | median)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica alone, 5k batch", v, r, "-", "-" }'
+  awk -v v="$(awk -v n="$BULK_RECORDS" '{ print n / $16 }' "$WORK/bulk" | median)" -v r="$(awk -v n="$BULK_RECORDS" '{ print n / $16 / $14 }' "$WORK/bulk" | median)" \
+    -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(awk '$18 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "catch-up of a backlog", v, r, lag, "-" }'
+  echo
+  echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from SIGCONT until both counts are whole, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical (counts are read from the replica, which answers them late while it applies a batch of 5,000: a resolution of seconds)"
+  echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
+  echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
+  echo "the proxies' health probes marked an instance down $(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -c 'is DOWN') time(s) during the section (a probe gets 1 s)"
+  echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"
+fi
+
+if section bigget; then
+  echo
+  # The collection of the bulk section when it ran, else one made here through the proxy.
+  BIG=bulk-replica-1
+  section bulk || { $BULK "$PROXY" "$BIG" "$BULK_RECORDS" 384 500 > /dev/null; }
+  echo "Big get: the whole $BULK_RECORDS x 384-d collection with embeddings (about $(( BULK_RECORDS * 4 / 1000 )) MB of JSON), official client, $RUNS pairs; proxy with the SQLite WAL, reading from the primary:"
+  GET="$VENV/bin/python scripts/bench/bigget.py"
+  : > "$WORK/bigget"
+  before=$(rss_mb "$PROXY_PID")
+  reset_hwm "$PROXY_PID"
+  for _ in $(seq 1 "$RUNS"); do
+    echo "$($GET "$DIRECT" "$BIG" "$BULK_RECORDS") $($GET "$PROXY" "$BIG" "$BULK_RECORDS")" >> "$WORK/bigget"
+  done
+  peak=$(hwm_mb "$PROXY_PID")
+  after=$(rss_mb "$PROXY_PID")
+  echo
+  echo "| test                         | direct s | proxy s | ratio | proxy RSS before | peak (VmHWM) | after   |"
+  echo "|------------------------------|----------|---------|-------|------------------|--------------|---------|"
+  awk -v d="$(cut -d' ' -f1 "$WORK/bigget" | median)" -v p="$(cut -d' ' -f2 "$WORK/bigget" | median)" \
+    -v r="$(awk '{ print $2 / $1 }' "$WORK/bigget" | median)" -v b="$before" -v k="$peak" -v a="$after" -v n="$BULK_RECORDS" \
+    'BEGIN { printf "| %-28s | %8.2f | %7.2f | %5.2f | %13.1f MB | %9.1f MB | %4.1f MB |\n", "get " n / 1000 "k x 384-d, embeddings", d, p, r, b, k, a }'
+  echo
+  echo "seconds: the client's whole call (parsing included), median of the runs; ratio = proxy time / direct time, median over pairs"
+fi
+
+if section suite; then
+  echo
+  # Chroma's tests reset their server: they get servers of their own, a direct one and a
+  # primary with a replica behind a proxy (SQLite WAL, default settings).
+  scripts/setup-venv.sh --suite > /dev/null
+  start_chroma suite-direct 0; SUITE_DIRECT=$PORT
+  start_chroma suite-primary 0; SUITE_PRIMARY=$PORT
+  start_chroma suite-replica; SUITE_REPLICA=$PORT
+  SAVED=("$PROXY" "$PROXY_PID")
+  start_proxy proxy-suite PRIMARY_URL="http://127.0.0.1:$SUITE_PRIMARY" REPLICA_URL="http://127.0.0.1:$SUITE_REPLICA"
+  SUITE_PROXY=$PROXY SUITE_PROXY_PID=$PROXY_PID PROXY=${SAVED[0]} PROXY_PID=${SAVED[1]}
+  suite_before=$(rss_mb "$SUITE_PROXY_PID")
+  reset_hwm "$SUITE_PROXY_PID"
+  TESTS="$VENV/lib/python3.11/site-packages/chromadb/test"
+  # run_suite PORT NAME: Chroma's tests against that server, results in $WORK/NAME.xml.
+  run_suite() {
+    (cd "$TESTS" && CHROMA_SERVER_HOST=127.0.0.1 CHROMA_SERVER_HTTP_PORT=$1 CHROMA_INTEGRATION_TEST_ONLY=1 ANONYMIZED_TELEMETRY=False \
+      PYTHONPATH="$OLDPWD/scripts/bench" SUITE_MAX_EXAMPLES="${BENCH_SUITE_EXAMPLES:-10}" \
+      "$VENV/bin/python" -m pytest $SUITE_TESTS -k "$SUITE_SELECT" -q -p no:cacheprovider -p suite_budget \
+      --junitxml="$WORK/$2.xml" > "$WORK/$2.log" 2>&1) || true
+    keep "$WORK/$2.log" "$WORK/$2.xml"
+  }
+  started=$(date +%s)
+  run_suite "$SUITE_DIRECT" suite-direct
+  direct_s=$(( $(date +%s) - started ))
+  started=$(date +%s)
+  run_suite "${SUITE_PROXY##*:}" suite-proxy
+  proxy_s=$(( $(date +%s) - started ))
+  echo "Chroma's own tests ($SUITE_TESTS, -k \"$SUITE_SELECT\"; Hypothesis at most ${BENCH_SUITE_EXAMPLES:-10} examples a property), direct and through a proxy with a replica (SQLite WAL):"
+  echo
+  echo "| run                          | tests | passed | failed | errors | skipped | seconds | proxy RSS before / peak / after |"
+  echo "|------------------------------|-------|--------|--------|--------|---------|---------|---------------------------------|"
+  python3 scripts/bench/junit.py "$WORK/suite-direct.xml" "suite, direct" "$direct_s" "-"
+  python3 scripts/bench/junit.py "$WORK/suite-proxy.xml" "suite, through the proxy" "$proxy_s" \
+    "$suite_before / $(hwm_mb "$SUITE_PROXY_PID") / $(rss_mb "$SUITE_PROXY_PID") MB"
+  python3 scripts/bench/junit.py --diff "$WORK/suite-direct.xml" "$WORK/suite-proxy.xml"
+  keep "$WORK/proxy-suite/log"
 fi
 
 # replica_lag: the replica's replication lag in /status, as "entries seconds".
@@ -158,7 +314,7 @@ if section catchup; then
   kill "$load"; wait "$load" 2>/dev/null || true
   ended=$(date +%s.%N)
   echo "backlog: $(replica_lag | cut -d' ' -f1) entries written with the replica down, at $(python3 -c "print(round($CATCHUP_WRITES / ($ended - $started), 1))") adds/s through the proxy"
-  ANONYMIZED_TELEMETRY=False "$VENV/bin/chroma" run "$WORK/replica/config.yaml" >> "$WORK/replica/log" 2>&1 &
+  ANONYMIZED_TELEMETRY=False "${PIN1[@]}" "$VENV/bin/chroma" run "$WORK/replica/config.yaml" >> "$WORK/replica/log" 2>&1 &
   pids+=($!)
   wait_http "$REPLICA/api/v2/heartbeat"
   up=$(date +%s.%N)

@@ -4,6 +4,7 @@
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 VENV="$(scripts/setup-venv.sh)"
 cargo build --release --quiet
+CHROMA_HA_RELEASE="${CARGO_TARGET_DIR:-$PWD/target}/release"
 WORK="$(mktemp -d /tmp/chroma-ha-bench.XXXXXX)"
 chmod 755 "$WORK"  # PostgreSQL runs as its own user and must reach its directory
 pids=()
@@ -15,6 +16,18 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# on CPU CMD...: execs CMD on that CPU alone when BENCH_PIN=1 (the pinned mode: the client, the
+# direct Chroma and the primary on CPU 0; the replicas, PostgreSQL and the proxies on CPU 1, as
+# if the replica and the proxy had a machine of their own); else runs it as it is.
+on() {
+  local cpu=$1
+  shift
+  if [ "${BENCH_PIN:-0}" = 1 ]; then exec taskset -c "$cpu" "$@"; else exec "$@"; fi
+}
+# PIN1: the prefix that puts a command on CPU 1 in the pinned mode (nothing otherwise).
+PIN1=()
+[ "${BENCH_PIN:-0}" = 1 ] && PIN1=(taskset -c 1)
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -29,14 +42,16 @@ wait_http() {
   exit 1
 }
 
-# start_chroma NAME: starts a Chroma server, sets $PORT.
+# start_chroma NAME [CPU]: starts a Chroma server (pinned to CPU, default 1, in the pinned
+# mode), sets $PORT and $CHROMA_PID.
 start_chroma() {
   PORT="$(free_port)"
   mkdir -p "$WORK/$1"
   printf 'port: %s\nlisten_address: "127.0.0.1"\npersist_path: "%s"\nallow_reset: true\n' \
     "$PORT" "$WORK/$1/data" > "$WORK/$1/config.yaml"
-  ANONYMIZED_TELEMETRY=False "$VENV/bin/chroma" run "$WORK/$1/config.yaml" > "$WORK/$1/log" 2>&1 &
-  pids+=($!)
+  (export ANONYMIZED_TELEMETRY=False; on "${2:-1}" "$VENV/bin/chroma" run "$WORK/$1/config.yaml") > "$WORK/$1/log" 2>&1 &
+  CHROMA_PID=$!
+  pids+=($CHROMA_PID)
   wait_http "http://127.0.0.1:$PORT/api/v2/heartbeat"
 }
 
@@ -49,20 +64,22 @@ start_postgres() {
   local as=()
   [ "$(id -u)" = 0 ] && { chown postgres "$WORK/pg"; as=(runuser -u postgres --); }
   "${as[@]}" "$bin/initdb" -A trust -U postgres --no-sync -D "$WORK/pg/data" > /dev/null
-  "${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
+  "${PIN1[@]}" "${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
     -o "-p $port -k $WORK/pg -c listen_addresses=127.0.0.1" start > /dev/null
   PG_CTL=("${as[@]}" "$bin/pg_ctl" -D "$WORK/pg/data")
   PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
 # start_proxy NAME VAR=VALUE...: starts the release proxy (or $CHROMA_HA_BIN, to compare two
-# builds) with these settings in $WORK/NAME, sets $PROXY and $PROXY_PID.
+# builds) with these settings in $WORK/NAME (on CPU 1 in the pinned mode; RUST_LOG is
+# $BENCH_RUST_LOG, default warn; $BENCH_PROXY_ENV, VAR=VALUE words, is added to every proxy's
+# environment, e.g. to try an allocator setting), sets $PROXY and $PROXY_PID.
 start_proxy() {
   local port name=$1
   shift
   port="$(free_port)"
   mkdir -p "$WORK/$name"
-  (cd "$WORK/$name" && exec env "$@" LISTEN_ADDR="127.0.0.1:$port" RUST_LOG=warn "${CHROMA_HA_BIN:-$OLDPWD/target/release/chroma-ha}") > "$WORK/$name/log" 2>&1 &
+  (cd "$WORK/$name" && exec env "$@" ${BENCH_PROXY_ENV:-} LISTEN_ADDR="127.0.0.1:$port" RUST_LOG="${BENCH_RUST_LOG:-warn}" "${PIN1[@]}" "${CHROMA_HA_BIN:-$CHROMA_HA_RELEASE/chroma-ha}") > "$WORK/$name/log" 2>&1 &
   PROXY_PID=$!
   pids+=($PROXY_PID)
   PROXY="http://127.0.0.1:$port"
@@ -98,7 +115,7 @@ http {
   }
 }
 EOF
-  nginx -c "$WORK/nginx/nginx.conf" 2> "$WORK/nginx/log" &
+  "${PIN1[@]}" nginx -c "$WORK/nginx/nginx.conf" 2> "$WORK/nginx/log" &
   pids+=($!)
   NGINX="http://127.0.0.1:$port"
   wait_http "$NGINX/api/v2/heartbeat"
@@ -107,6 +124,15 @@ EOF
 # rss_mb PID: resident set size of a process, in MB.
 rss_mb() {
   awk '/VmRSS/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
+}
+
+# hwm_mb PID: the peak of its resident set size (VmHWM), in MB; reset_hwm PID starts the peak
+# again from the current RSS (Linux 4.0 and later).
+hwm_mb() {
+  awk '/VmHWM/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
+}
+reset_hwm() {
+  echo 5 > "/proc/$1/clear_refs"
 }
 
 # anon_mb PID: the anonymous part of its RSS (heap, stacks), in MB.
