@@ -349,6 +349,7 @@ pub async fn serve(config: &Config, tokens: Tokens, tls: Tls) -> Result<(), Serv
         None => server.listen(listener)?,
     };
     info!("listening on {scheme}://{bound}");
+    crate::memory::release_periodically();
     // Signals are handled here, not by the server, which would stop the whole system with it:
     // the log's writer and the lease keeper still have work once requests are drained.
     let server = server.disable_signals().run();

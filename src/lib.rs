@@ -38,6 +38,7 @@
 //! - [`leadership`]: who leads the proxies sharing the log, read on every request;
 //!   [`actors::lease`]: `LeaseActor`, which takes and renews the lease and fences the log.
 //! - [`http::follow`]: a follower's requests, forwarded to the leader.
+//! - [`memory`]: returns freed memory to the system every few seconds.
 //! - [`seed`]: what seeding has done, per instance; [`actors::seeder`]: `SeederActor`, which
 //!   holds an instance that comes up until its data is checked, and seeds an empty one.
 //! - [`calls`]: the proxy's own calls to one instance (verification, repair, seeding).
@@ -58,6 +59,7 @@ pub mod http;
 pub mod identity;
 pub mod instance;
 pub mod leadership;
+pub mod memory;
 pub mod ordering;
 pub mod policy;
 pub mod progress;

@@ -143,7 +143,8 @@ async fn here(
             Ok(true) => {}
             Ok(false) => {
                 bump(&stats.refused);
-                return Err(ApiError::NotFound(format!("collection {id} does not exist")));
+                // In Chroma's own words, which clients match.
+                return Err(ApiError::NotFound(format!("Collection [{id}] does not exist")));
             }
             Err(e) => {
                 ids.discovery.failed(id);
