@@ -2,9 +2,10 @@
 //!
 //! glibc's allocator keeps what a burst freed (a big answer, a replay window, Chroma's own test
 //! suite run through the proxy) in each thread's arena, so the resident size stays at its peak
-//! long after: 78 to 102 MB measured after Chroma's suite, against 17 MB before it. Every
-//! [`EVERY`], `malloc_trim(0)` returns the free pages of every arena to the kernel (a few
-//! milliseconds of one thread, off the request path). Chosen over switching the allocator
+//! long after: 78 to 102 MB measured after Chroma's suite, against 17 MB before it. So the
+//! arenas are capped at [`ARENAS`] (fewer peaks kept apart), and every [`EVERY`],
+//! `malloc_trim(0)` returns the free pages of every arena to the kernel (a few milliseconds of
+//! one thread, off the request path). Chosen over switching the allocator
 //! (mimalloc, jemalloc): it keeps glibc's behaviour everywhere else, adds no C build, and does
 //! the one thing the profile asked for.
 //!
@@ -26,6 +27,23 @@ pub fn release_periodically() {
         }
     });
 }
+
+/// Arenas glibc may make: one per thread by default (up to 8 a core), each keeping its own
+/// peak; the proxy's threads (workers, arbiters, the blocking pool) share these.
+const ARENAS: i32 = 2;
+
+/// Caps the allocator's arenas at [`ARENAS`]; call it before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn limit_arenas() {
+    // SAFETY: mallopt changes a setting of the allocator, under its lock; called before the
+    // proxy starts its threads.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn limit_arenas() {}
 
 /// Returns the free pages of every arena to the kernel.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
