@@ -103,6 +103,10 @@ struct Slot {
     had_row: Option<bool>,
     /// Why its last check could not finish, while it cannot.
     unknown: Option<String>,
+    /// A check runs (`busy` too).
+    in_check: bool,
+    /// It came up again while a check ran: that check's verdict is stale.
+    stale: bool,
     /// A check or a copy runs.
     busy: bool,
     retry_at: Option<Instant>,
@@ -168,10 +172,17 @@ impl SeederActor {
             return;
         }
         self.slots[i.0].busy = true;
+        self.slots[i.0].in_check = true;
         let had_row = self.slots[i.0].had_row;
         let judge = judge(self.parts.clone(), self.calls.clone(), (i, had_row), self.candidates(i));
         ctx.spawn(judge.into_actor(self).map(move |(verdict, had_row), act, ctx| {
             act.slots[i.0].busy = false;
+            act.slots[i.0].in_check = false;
+            if std::mem::take(&mut act.slots[i.0].stale) {
+                // It went down and came up during the check: look again.
+                act.check(i, ctx, done);
+                return;
+            }
             act.slots[i.0].had_row = had_row.or(act.slots[i.0].had_row);
             if !matches!(verdict, Verdict::Unknown(_)) {
                 act.slots[i.0].unknown = None;
@@ -322,7 +333,7 @@ impl Supervised for SeederActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // Checks and copies died with the old context; the tick starts them again.
         for slot in &mut self.slots {
-            slot.busy = false;
+            (slot.busy, slot.in_check, slot.stale) = (false, false, false);
         }
     }
 }
@@ -332,7 +343,10 @@ impl Handler<CheckData> for SeederActor {
 
     fn handle(&mut self, msg: CheckData, ctx: &mut Context<Self>) {
         // The health actor holds it from now on; the verdict releases it.
-        self.slots[msg.0.0].gate = Some(DataGate::Checking);
+        let slot = &mut self.slots[msg.0.0];
+        slot.gate = Some(DataGate::Checking);
+        // A check under way looked before it came back: its verdict is not for this data.
+        slot.stale = slot.in_check;
         self.slots[msg.0.0].retry_at = None;
         self.check(msg.0, ctx, None);
     }
