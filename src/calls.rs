@@ -26,6 +26,8 @@ pub type Outcome<T> = Result<T, String>;
 
 /// Collections listed per request.
 const COLLECTION_PAGE: usize = 100;
+/// Ids listed per request.
+pub const ID_PAGE: usize = 1000;
 
 /// A collection as an instance lists it.
 #[derive(Clone, Debug)]
@@ -307,6 +309,22 @@ impl Calls {
         let (status, answer) = self.write(target, Method::POST, &path, body).await?;
         ok(status, &answer, &path)?;
         Collection::of(&answer).ok_or_else(|| "the create's answer names no collection".into())
+    }
+
+    /// One page of `c`'s ids on `instance`, from `offset`: [`ID_PAGE`] of them, fewer on the
+    /// last page.
+    pub async fn id_page(
+        &self,
+        instance: InstanceId,
+        place: &Place,
+        c: &Collection,
+        offset: usize,
+    ) -> Outcome<Vec<String>> {
+        let path = format!("{}/collections/{}/get", place.path(), c.id);
+        let body = json!({"include": [], "limit": ID_PAGE, "offset": offset});
+        let (status, answer) = self.call(instance, Method::POST, &path, Some(body)).await?;
+        ok(status, &answer, &path)?;
+        Ok(strings(&answer["ids"]))
     }
 
     /// The records of `ids` in `c` on `instance`, with everything a record carries.

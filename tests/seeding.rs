@@ -76,6 +76,16 @@ fn wait_equivalent(a: &Chroma, b: &Chroma, timeout: Duration) -> Value {
     print
 }
 
+/// A primary filled straight with seed_data.py's collections, an empty replica, and a proxy in
+/// front of them with these settings.
+fn adopting(settings: &[(&str, &str)]) -> (Chroma, Chroma, Proxy) {
+    let primary = Chroma::start("primary");
+    let replica = Chroma::start("replica");
+    fill(&primary);
+    let proxy = Proxy::start(&primary, &[&replica], settings);
+    (primary, replica, proxy)
+}
+
 /// Fills `instance` straight with seed_data.py's three collections; answers their counts.
 fn fill(instance: &Chroma) -> Value {
     python_result(&python("seed_data.py", &[&instance.url()]))
@@ -210,14 +220,8 @@ fn adopting_a_full_primary_seeds_the_empty_replica_while_every_read_stays_right(
 
 #[test]
 fn writes_during_the_seeding_end_as_their_oracle_on_both_instances() {
-    let primary = Chroma::start("primary");
-    let replica_chroma = Chroma::start("replica");
-    fill(&primary);
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica_chroma],
-        &[("SEED_RATE", "500"), ("CHECK_INTERVAL", "1")],
-    );
+    let (primary, replica_chroma, proxy) =
+        adopting(&[("SEED_RATE", "500"), ("CHECK_INTERVAL", "1")]);
     assert_eq!(replica(&proxy)["state"], "seeding");
     // Into a collection being copied, and into new collections, while the copy runs.
     let writer = python_command("seed_writer.py", &[&proxy.url(), "docs", "300"])
@@ -248,14 +252,8 @@ fn writes_during_the_seeding_end_as_their_oracle_on_both_instances() {
 
 #[test]
 fn a_seeding_cut_by_a_proxy_kill_finishes_after_the_restart() {
-    let primary = Chroma::start("primary");
-    let replica_chroma = Chroma::start("replica");
-    fill(&primary);
-    let mut proxy = Proxy::start(
-        &primary,
-        &[&replica_chroma],
-        &[("SEED_RATE", "400"), ("CHECK_INTERVAL", "1")],
-    );
+    let (primary, replica_chroma, mut proxy) =
+        adopting(&[("SEED_RATE", "400"), ("CHECK_INTERVAL", "1")]);
     wait_until("half the records are copied", Duration::from_secs(60), || {
         replica(&proxy)["seeding"]["running"]["records_copied"].as_u64().unwrap_or(0) >= 1000
     });
@@ -272,14 +270,8 @@ fn a_seeding_cut_by_a_proxy_kill_finishes_after_the_restart() {
 
 #[test]
 fn a_seeding_cut_by_a_source_kill_never_lets_the_replica_serve_early() {
-    let mut primary = Chroma::start("primary");
-    let replica_chroma = Chroma::start("replica");
-    fill(&primary);
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica_chroma],
-        &[("SEED_RATE", "400"), ("CHECK_INTERVAL", "1")],
-    );
+    let (mut primary, replica_chroma, proxy) =
+        adopting(&[("SEED_RATE", "400"), ("CHECK_INTERVAL", "1")]);
     let states = StateLog::start(&proxy);
     wait_until("half the records are copied", Duration::from_secs(60), || {
         replica(&proxy)["seeding"]["running"]["records_copied"].as_u64().unwrap_or(0) >= 1000
@@ -314,14 +306,8 @@ fn a_seeding_cut_by_a_source_kill_never_lets_the_replica_serve_early() {
 
 #[test]
 fn with_seeding_off_an_empty_replica_is_left_alone() {
-    let primary = Chroma::start("primary");
-    let replica_chroma = Chroma::start("replica");
-    fill(&primary);
-    let proxy = Proxy::start(
-        &primary,
-        &[&replica_chroma],
-        &[("SEED_EMPTY_INSTANCES", "false"), ("CHECK_INTERVAL", "1")],
-    );
+    let (_primary, replica_chroma, proxy) =
+        adopting(&[("SEED_EMPTY_INSTANCES", "false"), ("CHECK_INTERVAL", "1")]);
     let r = replica(&proxy);
     assert_eq!(r["state"], "healthy", "{r}");
     assert!(r["seeding"]["running"].is_null() && r["seeding"]["last"].is_null(), "{r}");

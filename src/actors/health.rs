@@ -513,6 +513,13 @@ mod tests {
         }
     }
 
+    /// A judge of [`spec`] with [`slow_settings`], its data gate open.
+    fn judge() -> Addr<HealthActor> {
+        let events = Default::default();
+        HealthActor::new(spec(), slow_settings(), &UpstreamTls::default(), (events, DataGate::Open))
+            .start()
+    }
+
     fn slow_settings() -> ProbeSettings {
         let hour = Duration::from_secs(3600);
         ProbeSettings { interval: hour, fast_interval: hour, timeout: Duration::from_millis(200) }
@@ -522,13 +529,7 @@ mod tests {
     /// it triggers decides; here the probe fails, so it is down at once (not after FALL probes).
     #[actix::test]
     async fn a_suspect_instance_is_down_only_when_its_probe_fails() {
-        let health = HealthActor::new(
-            spec(),
-            slow_settings(),
-            &UpstreamTls::default(),
-            (Default::default(), DataGate::Open),
-        )
-        .start();
+        let health = judge();
         let snap = health.send(GetHealth).await.unwrap().unwrap();
         assert!(snap.healthy, "one failed background probe is not FALL");
         health.send(RequestProbe { reason: "POST /x: no answer within 1s".into() }).await.unwrap();
@@ -546,13 +547,7 @@ mod tests {
     #[actix::test]
     async fn passive_report_marks_down_at_once_and_override_expires() {
         let recorder = Recorder(Vec::new()).start();
-        let health = HealthActor::new(
-            spec(),
-            slow_settings(),
-            &UpstreamTls::default(),
-            (Default::default(), DataGate::Open),
-        )
-        .start();
+        let health = judge();
         health.send(Subscribe(recorder.clone().recipient())).await.unwrap();
 
         health.send(ReportFailure { reason: "connection refused".into() }).await.unwrap();
@@ -581,13 +576,7 @@ mod tests {
 
     #[actix::test]
     async fn clearing_an_override_restores_the_probed_state() {
-        let health = HealthActor::new(
-            spec(),
-            slow_settings(),
-            &UpstreamTls::default(),
-            (Default::default(), DataGate::Open),
-        )
-        .start();
+        let health = judge();
         assert!(!health.send(ClearForce).await.unwrap());
         health
             .send(ForceHealth { healthy: false, duration: Duration::from_secs(60) })

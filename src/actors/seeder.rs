@@ -43,11 +43,10 @@ use actix::prelude::*;
 use actix_web::http::Method;
 use actix_web::web;
 use log::{info, warn};
-use serde_json::json;
 
 use super::health::{CheckData, DataGate, HealthUpdate, SetGate, Subscribe};
 use crate::apply::effects::record_changes;
-use crate::calls::{Calls, Collection, Outcome, Place, ok, strings};
+use crate::calls::{Calls, Collection, ID_PAGE, Outcome, Place, ok};
 use crate::http::{Cluster, Identities, WritePath};
 use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
 use crate::instance::{InstanceId, Role};
@@ -58,8 +57,6 @@ use crate::verify::{Chunk, Pace, Record};
 use crate::wal::models::Seq;
 use crate::wal::store::{WalError, WalStore};
 
-/// Ids listed per request.
-const ID_PAGE: usize = 1000;
 /// Records copied per request at most, whatever the instance's `max_batch_size`: bounds the
 /// proxy's memory (a page of 384-d records is about 2 MB of JSON, and two are in hand: one
 /// written while the next is read).
@@ -648,16 +645,11 @@ impl Seeding {
         };
         let held = (self.parts.writes.get_ref(), self.parts.ids.table.as_ref());
         let _turn = self.calls.claimed(held, &claim, &[self.source]).await?;
-        let path = format!("{}/collections/{}/get", place.path(), ours.id);
         let mut all = Vec::new();
         loop {
-            let body = json!({"include": [], "limit": ID_PAGE, "offset": all.len()});
-            let (status, answer) =
-                self.calls.call(self.source, Method::POST, &path, Some(body)).await?;
-            ok(status, &answer, &path)?;
-            let ids: Vec<String> = strings(&answer["ids"]);
-            let last = ids.len() < ID_PAGE;
-            all.extend(ids);
+            let page = self.calls.id_page(self.source, place, ours, all.len()).await?;
+            let last = page.len() < ID_PAGE;
+            all.extend(page);
             if last {
                 return Ok(all);
             }

@@ -46,7 +46,7 @@ use log::{info, warn};
 use serde_json::json;
 
 use crate::apply::effects::record_changes;
-use crate::calls::{Calls, Collection, Outcome, Place, ok, strings};
+use crate::calls::{Calls, Collection, ID_PAGE, Outcome, Place, ok};
 use crate::http::{Cluster, Identities, WritePath};
 use crate::identity::{CanonicalId, IdentityChange, InstanceCollectionId, Placement};
 use crate::instance::{InstanceId, Role};
@@ -56,9 +56,6 @@ use crate::verify::{
     Chunk, CollectionReport, Filter, InstanceReport, Job, Pace, Record, RecordDiff, RepairCounts,
     Verification, chunk_hash, chunks,
 };
-
-/// Ids listed per request while a collection's ids are read.
-const PAGE: usize = 1000;
 
 /// Start a check, or a repair of `job.instance`; refused while a job runs.
 #[derive(Message)]
@@ -570,19 +567,12 @@ impl Run {
         place: &Place,
         c: &Collection,
     ) -> Outcome<BTreeSet<String>> {
-        let path = format!("{}/collections/{}/get", place.path(), c.id);
         let mut all = BTreeSet::new();
-        let mut offset = 0;
         loop {
-            self.pace(instance, PAGE).await;
-            let body = json!({"include": [], "limit": PAGE, "offset": offset});
-            let (status, answer) =
-                self.calls.call(instance, Method::POST, &path, Some(body)).await?;
-            ok(status, &answer, &path)?;
-            let page: Vec<String> = strings(&answer["ids"]);
+            self.pace(instance, ID_PAGE).await;
+            let page = self.calls.id_page(instance, place, c, all.len()).await?;
             self.counted(page.len());
-            offset += page.len();
-            let last = page.len() < PAGE;
+            let last = page.len() < ID_PAGE;
             all.extend(page);
             if last {
                 return Ok(all);
