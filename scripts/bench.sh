@@ -219,7 +219,7 @@ if section bulk; then
   echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from SIGCONT until both counts are whole, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical (counts are read from the replica, which answers them late while it applies a batch of 5,000: a resolution of seconds)"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
-  echo "the proxies' health probes marked an instance down $(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -c 'is DOWN') time(s) during the section (a probe gets 1 s)"
+  echo "the proxies' health probes marked an instance down $(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -c 'is DOWN') time(s) during the section (a probe gets 2 s)"
   echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"
 fi
 

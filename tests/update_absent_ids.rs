@@ -3,7 +3,8 @@
 //! absent id later lands on the record an add created (the add's document, the update's
 //! embedding). The proxy sends an update only with the ids the instance has, on the write path
 //! and in replay: here every instance, the primary that executed and the replica that replayed,
-//! serves each record as it was added.
+//! serves each record as it was added, and an update of absent ids with embeddings that do not
+//! fit the collection is refused with Chroma's own error, as direct.
 
 mod support;
 

@@ -24,8 +24,12 @@ use crate::upstream;
 pub const RISE: u32 = 2;
 /// Consecutive failed probes before an up instance is taken out.
 pub const FALL: u32 = 3;
-/// One second: a healthy Chroma answers its healthcheck in about a millisecond.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Two seconds (or CHECK_INTERVAL if shorter). An idle Chroma answers its healthcheck in about
+/// a millisecond, but one taking batches of 500 records on a core of its own answers it in
+/// 365 ms median and 650 ms at worst (Chroma 1.5.9: BENCHMARKS.md, issue 17), and the proxy's own
+/// core may be busy too; with one second, live primaries were marked down mid-ingest. A hung
+/// instance is still found within three probes.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// While down, probe this often (or at CHECK_INTERVAL if shorter), to return quickly.
 pub const FAST_REPROBE: Duration = Duration::from_millis(500);
 

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::health::{HealthActor, HealthUpdate, ReportFailure, RequestProbe, Subscribe};
 use super::mapping::MappingCacheActor;
 use crate::apply::effects::{DiscoveryError, discover, locate, record_changes};
-use crate::apply::translate::{PresenceCheck, identity_changes, known_by_name, prepare};
+use crate::apply::translate::{PresenceCheck, Present, identity_changes, known_by_name, prepare};
 use crate::chroma::routes::{Operation, Route, classify};
 use crate::identity::{MappingTable, Translation};
 use crate::instance::{InstanceId, InstanceName, InstanceSpec};
@@ -683,9 +683,22 @@ impl LaneRun {
                 return Err(rejected(status, &answer));
             }
             match PresenceCheck::keep_present(&body, &answer) {
-                Ok(Some(kept)) => body = kept,
-                // None of its ids is there: the update changes nothing on this instance.
-                Ok(None) => return Ok(()),
+                Ok(Present::Send(kept)) => body = kept,
+                Ok(Present::Refused(message)) => return Err(Refusal::Rejected(message)),
+                // None of its ids is there: the update changes nothing on this instance, unless
+                // its embeddings do not fit the collection.
+                Ok(Present::Absent { embedding_length }) => {
+                    let Some(length) = embedding_length else { return Ok(()) };
+                    let (status, collection) =
+                        self.call(Method::GET, base, &check.collection_path, Bytes::new()).await?;
+                    if !status.is_success() {
+                        return Err(rejected(status, &collection));
+                    }
+                    return match PresenceCheck::dimension_refusal(&collection, length) {
+                        Some(message) => Err(Refusal::Rejected(message)),
+                        None => Ok(()),
+                    };
+                }
                 Err(e) => return Err(Refusal::Rejected(format!("checking the update's ids: {e}"))),
             }
         }

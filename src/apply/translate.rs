@@ -44,6 +44,23 @@ pub struct PresenceCheck {
     pub get_path: String,
     /// Body of that `get`: the update's ids, nothing included.
     pub get_body: Bytes,
+    /// Path of the collection itself (`collections/by-id/ID`), read for its `dimension` when
+    /// the instance has none of the ids ([`Present::Absent`]).
+    pub collection_path: String,
+}
+
+/// What is left of an update once the instance said which of its ids it has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Present {
+    /// Send this: the update, with only the records the instance has.
+    Send(Bytes),
+    /// The instance has none of the ids; Chroma answers such an update 200 `{}` and changes
+    /// nothing, unless its embeddings (of this length, if it has any) do not have the
+    /// collection's dimension ([`PresenceCheck::dimension_refusal`]).
+    Absent { embedding_length: Option<usize> },
+    /// Chroma refuses the whole update, whichever ids it has: its embeddings differ in length.
+    /// The message is Chroma's (an `InvalidArgumentError`).
+    Refused(String),
 }
 
 impl PresenceCheck {
@@ -52,16 +69,18 @@ impl PresenceCheck {
             return None;
         }
         let ids = serde_json::from_slice::<Value>(body).ok()?.get("ids")?.clone();
-        let (collection, _) = path.split('?').next()?.rsplit_once('/')?;
+        let (collection, id) = path.split('?').next()?.strip_suffix("/update")?.rsplit_once('/')?;
         Some(Self {
-            get_path: format!("{collection}/get"),
+            get_path: format!("{collection}/{id}/get"),
             get_body: Bytes::from(serde_json::json!({"ids": ids, "include": []}).to_string()),
+            collection_path: format!("{collection}/by-id/{id}"),
         })
     }
 
-    /// The update `body` with only the records whose id the `get` answer lists; `None` when
-    /// none is left (Chroma answers such an update 200 `{}` and changes nothing).
-    pub fn keep_present(body: &Bytes, answer: &[u8]) -> Result<Option<Bytes>, String> {
+    /// The update `body` with only the records whose id the `get` answer lists. Chroma checks
+    /// an update's embeddings against each other before it looks at its ids, so when records
+    /// are left out, that check is made here on the whole update.
+    pub fn keep_present(body: &Bytes, answer: &[u8]) -> Result<Present, String> {
         let present: HashSet<String> = serde_json::from_slice::<Value>(answer)
             .ok()
             .and_then(|v| v.get("ids").and_then(Value::as_array).cloned())
@@ -70,18 +89,26 @@ impl PresenceCheck {
             .filter_map(|id| id.as_str().map(str::to_string))
             .collect();
         let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
-            return Ok(Some(body.clone()));
+            return Ok(Present::Send(body.clone()));
         };
         let Some(ids) = object.get("ids").and_then(Value::as_array) else {
-            return Ok(Some(body.clone()));
+            return Ok(Present::Send(body.clone()));
         };
         let keep: Vec<bool> =
             ids.iter().map(|id| id.as_str().is_some_and(|id| present.contains(id))).collect();
         if keep.iter().all(|k| *k) {
-            return Ok(Some(body.clone()));
+            return Ok(Present::Send(body.clone()));
+        }
+        let lengths: HashSet<usize> = object
+            .get("embeddings")
+            .and_then(Value::as_array)
+            .map(|all| all.iter().filter_map(embedding_length).collect())
+            .unwrap_or_default();
+        if lengths.len() > 1 {
+            return Ok(Present::Refused("Inconsistent dimensions in provided embeddings".into()));
         }
         if !keep.iter().any(|k| *k) {
-            return Ok(None);
+            return Ok(Present::Absent { embedding_length: lengths.into_iter().next() });
         }
         let len = keep.len();
         for column in object.values_mut() {
@@ -92,7 +119,32 @@ impl PresenceCheck {
                 values.retain(|_| *flags.next().unwrap_or(&true));
             }
         }
-        Ok(Some(Bytes::from(Value::Object(object).to_string())))
+        Ok(Present::Send(Bytes::from(Value::Object(object).to_string())))
+    }
+
+    /// Chroma's refusal of an update none of whose ids the collection has, given the
+    /// collection's answer (`collection_path`): its embeddings still must have the collection's
+    /// dimension. A collection without a dimension yet takes the update's on Chroma (a case
+    /// the proxy cannot reproduce without sending absent ids, so it is left as it is).
+    pub fn dimension_refusal(collection: &[u8], embedding_length: usize) -> Option<String> {
+        let dimension =
+            serde_json::from_slice::<Value>(collection).ok()?.get("dimension")?.as_u64()?;
+        (dimension != embedding_length as u64).then(|| {
+            format!("Collection expecting embedding with dimension of {dimension}, got {embedding_length}")
+        })
+    }
+}
+
+/// The number of components of one embedding in a request: a list of numbers, or the official
+/// clients' base64 string of packed little-endian f32s.
+fn embedding_length(embedding: &Value) -> Option<usize> {
+    match embedding {
+        Value::Array(components) => Some(components.len()),
+        Value::String(packed) => {
+            let padding = packed.bytes().rev().take_while(|b| *b == b'=').count();
+            Some((packed.len() / 4 * 3).saturating_sub(padding) / 4)
+        }
+        _ => None,
     }
 }
 
@@ -306,15 +358,24 @@ mod tests {
             serde_json::from_slice::<Value>(&check.get_body).unwrap(),
             json!({"ids": ["a", "b", "c"], "include": []})
         );
-        let kept = PresenceCheck::keep_present(&body, br#"{"ids": ["c", "a"]}"#).unwrap().unwrap();
+        assert_eq!(check.collection_path, format!("{P}/by-id/{C}"));
+        let Present::Send(kept) =
+            PresenceCheck::keep_present(&body, br#"{"ids": ["c", "a"]}"#).unwrap()
+        else {
+            panic!("two of the ids are there")
+        };
         assert_eq!(
             serde_json::from_slice::<Value>(&kept).unwrap(),
             json!({"ids": ["a", "c"], "embeddings": ["AAA", "CCC"], "documents": ["1", "3"], "metadatas": null})
         );
-        assert_eq!(PresenceCheck::keep_present(&body, br#"{"ids": []}"#).unwrap(), None);
+        // "AAA" is base64 of 2 bytes: no whole f32, so a length of 0 components.
+        assert_eq!(
+            PresenceCheck::keep_present(&body, br#"{"ids": []}"#).unwrap(),
+            Present::Absent { embedding_length: Some(0) }
+        );
         let all = PresenceCheck::keep_present(&body, br#"{"ids": ["a", "b", "c"]}"#).unwrap();
-        assert_eq!(all.unwrap(), body);
-        assert!(PresenceCheck::keep_present(&body, b"{}").is_err());
+        assert_eq!(all, Present::Send(body.clone()));
+        assert!(PresenceCheck::keep_present(&Bytes::from_static(b"{}"), b"{}").is_err());
         let add = route(Method::POST, &format!("{P}/{C}/add"));
         assert!(
             prepare(&add, &update_path, &body, InstanceId(0), &table, false)
@@ -369,5 +430,35 @@ mod tests {
         assert_eq!(known_by_name(&create, body, (InstanceId(1), &[]), &table), None);
         place(&table, 1, R);
         assert_eq!(known_by_name(&create, body, on_replica, &table), None);
+    }
+
+    #[test]
+    fn an_update_of_absent_ids_is_still_checked_for_its_dimension() {
+        let update = |embeddings: Value| {
+            Bytes::from(json!({"ids": ["a", "b"], "embeddings": embeddings}).to_string())
+        };
+        let none_there = br#"{"ids": []}"#;
+        let one_there = br#"{"ids": ["a"]}"#;
+        // Chroma's own checks, in its order: the embeddings against each other first.
+        let mixed = update(json!([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]]));
+        let refused = Present::Refused("Inconsistent dimensions in provided embeddings".into());
+        assert_eq!(PresenceCheck::keep_present(&mixed, one_there).unwrap(), refused);
+        assert_eq!(PresenceCheck::keep_present(&mixed, none_there).unwrap(), refused);
+        // Then, with none of the ids there, against the collection's dimension. 16 bytes of
+        // base64 ("AACAPwAAAEAAAEBAAACAQA==", 4 f32s) count as 4 components.
+        let packed = update(json!(["AACAPwAAAEAAAEBAAACAQA==", "AACAPwAAAEAAAEBAAACAQA=="]));
+        let absent = PresenceCheck::keep_present(&packed, none_there).unwrap();
+        assert_eq!(absent, Present::Absent { embedding_length: Some(4) });
+        assert_eq!(
+            PresenceCheck::dimension_refusal(br#"{"id": "x", "dimension": 3}"#, 4).as_deref(),
+            Some("Collection expecting embedding with dimension of 3, got 4")
+        );
+        assert_eq!(PresenceCheck::dimension_refusal(br#"{"dimension": 4}"#, 4), None);
+        assert_eq!(PresenceCheck::dimension_refusal(br#"{"dimension": null}"#, 4), None);
+        let no_embeddings = Bytes::from(json!({"ids": ["a"], "documents": ["x"]}).to_string());
+        assert_eq!(
+            PresenceCheck::keep_present(&no_embeddings, none_there).unwrap(),
+            Present::Absent { embedding_length: None }
+        );
     }
 }

@@ -16,7 +16,8 @@ use super::error::ApiError;
 use super::{Cluster, Worker};
 use crate::actors::health::{ReportFailure, RequestProbe};
 use crate::actors::router::RouteRequest;
-use crate::apply::translate::{NotOnInstance, Prepared, PresenceCheck};
+use crate::apply::translate::{NotOnInstance, Prepared, PresenceCheck, Present};
+use crate::chroma::errors::ErrorName;
 use crate::instance::InstanceId;
 use crate::leadership::Leadership;
 use crate::policy::{Access, Scope};
@@ -166,9 +167,23 @@ pub async fn execute<B: TakeBody>(
     Execution::Unreachable { detail, may_have_arrived }
 }
 
+/// An answer the proxy gives in Chroma's place, as Chroma would: `status` with this JSON.
+fn own_answer<B: TakeBody>(status: u16, json: &str) -> UpstreamResponse<B> {
+    let mut headers = actix_web::http::header::HeaderMap::new();
+    headers.insert(
+        actix_web::http::header::CONTENT_TYPE,
+        actix_web::http::header::HeaderValue::from_static("application/json"),
+    );
+    UpstreamResponse {
+        status: actix_web::http::StatusCode::from_u16(status).unwrap_or_default(),
+        headers,
+        body: B::from(Bytes::copy_from_slice(json.as_bytes())),
+    }
+}
+
 /// Sends a prepared request; an update first asks the instance which of its ids it has and
-/// sends only those, or answers Chroma's 200 `{}` itself when none is left
-/// ([`PresenceCheck`]).
+/// sends only those, or, when none is left, answers itself as Chroma would: 200 `{}`, or 400
+/// when the update's embeddings do not fit the collection ([`PresenceCheck`]).
 async fn send_prepared<B: TakeBody>(
     worker: &Worker,
     url: &str,
@@ -178,38 +193,50 @@ async fn send_prepared<B: TakeBody>(
 ) -> Result<UpstreamResponse<B>, UpstreamError> {
     let mut body = prepared.body;
     if let Some(check) = prepared.presence {
-        let post = actix_web::http::Method::POST;
-        let get = (check.get_path.as_str(), Headers::ForChroma(req.headers()), check.get_body);
-        let answer: UpstreamResponse = match worker.upstream.send(url, &post, get, timeout).await {
-            // The update itself was not sent: another instance may take it.
-            Err(UpstreamError::Timeout(after)) => {
-                return Err(UpstreamError::Broken(format!(
-                    "the update's id check got no answer within {after:?}; the update was not sent"
-                )));
-            }
-            answer => answer?,
+        // The update itself is not sent before these answers: on a timeout another instance
+        // may take it.
+        let ask = |method, path: String, body: Bytes| async move {
+            let request = (path.as_str(), Headers::ForChroma(req.headers()), body);
+            let answer: Result<UpstreamResponse, _> =
+                worker.upstream.send(url, &method, request, timeout).await;
+            answer.map_err(|e| match e {
+                UpstreamError::Timeout(after) => UpstreamError::Broken(format!(
+                    "the update's checks got no answer within {after:?}; the update was not sent"
+                )),
+                e => e,
+            })
         };
+        let post = actix_web::http::Method::POST;
+        let answer = ask(post, check.get_path, check.get_body).await?;
         if !answer.status.is_success() {
             // The update would be refused the same way (its collection is gone, say).
             return Ok(answer.map_body(B::from));
         }
-        match PresenceCheck::keep_present(&body, &answer.body) {
-            Ok(Some(kept)) => body = kept,
-            Ok(None) => {
-                let mut headers = actix_web::http::header::HeaderMap::new();
-                headers.insert(
-                    actix_web::http::header::CONTENT_TYPE,
-                    actix_web::http::header::HeaderValue::from_static("application/json"),
-                );
-                return Ok(UpstreamResponse {
-                    status: actix_web::http::StatusCode::OK,
-                    headers,
-                    body: B::from(Bytes::from_static(b"{}")),
-                });
+        let refusal = match PresenceCheck::keep_present(&body, &answer.body) {
+            Ok(Present::Send(kept)) => {
+                body = kept;
+                None
+            }
+            Ok(Present::Refused(message)) => Some(message),
+            Ok(Present::Absent { embedding_length: None }) => return Ok(own_answer(200, "{}")),
+            Ok(Present::Absent { embedding_length: Some(length) }) => {
+                let get = actix_web::http::Method::GET;
+                let collection = ask(get, check.collection_path, Bytes::new()).await?;
+                if !collection.status.is_success() {
+                    return Ok(collection.map_body(B::from));
+                }
+                match PresenceCheck::dimension_refusal(&collection.body, length) {
+                    Some(message) => Some(message),
+                    None => return Ok(own_answer(200, "{}")),
+                }
             }
             Err(e) => {
                 return Err(UpstreamError::Request(format!("checking the update's ids: {e}")));
             }
+        };
+        if let Some(message) = refusal {
+            let error = serde_json::json!({"error": ErrorName::InvalidArgument.as_str(), "message": message});
+            return Ok(own_answer(400, &error.to_string()));
         }
     }
     let request = (prepared.path.as_str(), Headers::ForChroma(req.headers()));
