@@ -182,19 +182,22 @@ if section bulk; then
     a5=$($BULK "$REPLICA" "bulk-alone5k-$run" "$BULK_RECORDS" 384 5000)
     # A backlog: the replica stopped (SIGSTOP) during an ingest through the proxy, then let go:
     # how soon replay starts, and how fast it applies the backlog against the pace above.
+    reset_hwm "$PROXY_PID"
     kill -STOP "$REPLICA_PID"
     bi=$($BULK "$PROXY" "bulk-backlog-$run" "$BULK_RECORDS" 384 500)
     kill -CONT "$REPLICA_PID"
     b=$($VENV/bin/python scripts/bench/follow.py "bulk-backlog-$run" --expect "$BULK_RECORDS" --replica "$REPLICA" --primary "$DIRECT" \
       --proxy "$PROXY" --timeline "$WORK/bulk-backlog-$run.tsv" --pids "replica=$REPLICA_PID,proxy=$PROXY_PID")
+    backlog_hwm=$(hwm_mb "$PROXY_PID")
     keep "$WORK/bulk-backlog-$run.tsv"
-    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s)" >> "$WORK/bulk"
+    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s) $backlog_hwm" >> "$WORK/bulk"
     keep "$WORK/bulk-timeline-$run.tsv"
   done
   # Columns: round, records/s direct, no replica, with a replica, replica alone; lags (count,
   # owed, fingerprint), identical; peak RSS of both proxies in their runs, then RSS after;
   # replica alone in batches of 5,000; backlog: first rise, count equal, identical (seconds
-  # after SIGCONT), identical; records/s through the proxy while the replica was stopped.
+  # after SIGCONT), identical; records/s through the proxy while the replica was stopped; the
+  # proxy's peak RSS from the backlog's first batch until the replica had it all.
   keep "$WORK/bulk"
   col() { cut -d' ' -f"$1" "$WORK/bulk" | median; }
   echo
@@ -213,13 +216,15 @@ if section bulk; then
   awk -v v="$(col 14)" -v r="$(awk '{ print $14 / $2 }' "$WORK/bulk" | median)" \
     'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "bulk, replica alone, 5k batch", v, r, "-", "-" }'
   awk -v v="$(awk -v n="$BULK_RECORDS" '{ print n / $16 }' "$WORK/bulk" | median)" -v r="$(awk -v n="$BULK_RECORDS" '{ print n / $16 / $14 }' "$WORK/bulk" | median)" \
-    -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(awk '$18 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" \
-    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %14s |\n", "catch-up of a backlog", v, r, lag, "-" }'
+    -v lag="$(col 15) s / $(col 16) s / $(col 17) s (identical in $(awk '$18 == "True"' "$WORK/bulk" | wc -l)/$BULK_RUNS)" -v m="$(col 20)" \
+    'BEGIN { printf "| %-28s | %9.1f | %5.2f | %-42s | %11.1f MB |\n", "catch-up of a backlog", v, r, lag, m }'
   echo
   echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from SIGCONT until both counts are whole, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical (counts are read from the replica, which answers them late while it applies a batch of 5,000: a resolution of seconds)"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
-  echo "the proxies' health probes marked an instance down $(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -c 'is DOWN') time(s) during the section (a probe gets 2 s)"
+  downs=$(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -o 'instance [^ ]* ([^)]*) is DOWN' | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s%s %d", sep, $2, $1; sep = ", " }')
+  echo "instances marked down during the section, by name: ${downs:-none} (the replica is stopped on purpose once a round, for the backlog; a probe gets 2 s)"
+  keep "$WORK/proxy-sqlite/log"
   echo "lag: seconds from the last batch's answer until the replica's count equals the primary's, until the proxy owes the replica nothing, and until ids, documents and 200 sampled embeddings match"
 fi
 

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Err(errors) => return config_errors(errors),
     };
     info!("chroma-ha {} starting: {config}", env!("CARGO_PKG_VERSION"));
-    chroma_ha::memory::limit_arenas();
+    chroma_ha::memory::tune_allocator();
     let serve = chroma_ha::app::serve(&config, tokens, tls);
     let code = match actix_web::rt::System::new().block_on(serve) {
         Ok(()) => {

@@ -7,7 +7,10 @@
 //! `malloc_trim(0)` returns the free pages of every arena to the kernel (a few milliseconds of
 //! one thread, off the request path). Chosen over switching the allocator
 //! (mimalloc, jemalloc): it keeps glibc's behaviour everywhere else, adds no C build, and does
-//! the one thing the profile asked for.
+//! the one thing the profile asked for. And blocks of [`OWN_PAGES`] or more (request and answer
+//! bodies, replay windows) always get pages of their own, which go back to the kernel when
+//! freed: by default glibc raises that threshold to the largest block freed so far (up to
+//! 32 MiB), so after the first large body every later one is carved from the arenas.
 //!
 //! It never allocates or frees anything itself, and on a C library other than glibc it does
 //! nothing.
@@ -32,18 +35,23 @@ pub fn release_periodically() {
 /// peak; the proxy's threads (workers, arbiters, the blocking pool) share these.
 const ARENAS: i32 = 2;
 
-/// Caps the allocator's arenas at [`ARENAS`]; call it before any thread starts.
+/// Blocks at least this large are mapped on their own: glibc's initial threshold, kept fixed.
+const OWN_PAGES: i32 = 128 << 10;
+
+/// Caps the allocator's arenas at [`ARENAS`] and fixes its mmap threshold at [`OWN_PAGES`];
+/// call it before any thread starts.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn limit_arenas() {
+pub fn tune_allocator() {
     // SAFETY: mallopt changes a setting of the allocator, under its lock; called before the
     // proxy starts its threads.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_PAGES);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn limit_arenas() {}
+pub fn tune_allocator() {}
 
 /// Returns the free pages of every arena to the kernel.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
