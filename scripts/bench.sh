@@ -169,12 +169,16 @@ if section bulk; then
   for run in $(seq 1 "$BULK_RUNS"); do
     d=$($BULK "$DIRECT" "bulk-direct-$run" "$BULK_RECORDS" 384 500)
     reset_hwm "$SOLO_PID"
+    before=$(sched_now "$SOLO_PID" "$PRIMARY_PID")
     s=$($BULK "$SOLO" "bulk-solo-$run" "$BULK_RECORDS" 384 500)
+    solo_sched=$(sched_since "$before" "$SOLO_PID" "$PRIMARY_PID")
     solo_hwm=$(hwm_mb "$SOLO_PID")
     reset_hwm "$PROXY_PID"
+    before=$(sched_now "$PROXY_PID" "$PRIMARY_PID")
     r=$($BULK "$PROXY" "bulk-replica-$run" "$BULK_RECORDS" 384 500 --replica "$REPLICA" --primary "$DIRECT" \
       --proxy "$PROXY" --deadline 600 --timeline "$WORK/bulk-timeline-$run.tsv" \
       --pids "primary=$PRIMARY_PID,replica=$REPLICA_PID,proxy=$PROXY_PID")
+    replica_sched=$(sched_since "$before" "$PROXY_PID" "$PRIMARY_PID")
     replica_hwm=$(hwm_mb "$PROXY_PID")
     # The replica's own pace: the same batches sent to it directly (nothing else running), and
     # in batches of 5,000, about what replay merges a backlog into (max_batch_size 5,461).
@@ -190,14 +194,16 @@ if section bulk; then
       --proxy "$PROXY" --timeline "$WORK/bulk-backlog-$run.tsv" --pids "replica=$REPLICA_PID,proxy=$PROXY_PID")
     backlog_hwm=$(hwm_mb "$PROXY_PID")
     keep "$WORK/bulk-backlog-$run.tsv"
-    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s) $backlog_hwm" >> "$WORK/bulk"
+    echo "$run $(json_field "$d" records_per_s) $(json_field "$s" records_per_s) $(json_field "$r" records_per_s) $(json_field "$a" records_per_s) $(json_field "$r" count_lag) $(json_field "$r" pending_lag) $(json_field "$r" fingerprint_lag) $(json_field "$r" fingerprint_match) $solo_hwm $replica_hwm $(rss_mb "$SOLO_PID") $(rss_mb "$PROXY_PID") $(json_field "$a5" records_per_s) $(json_field "$b" first_rise) $(json_field "$b" count_lag) $(json_field "$b" fingerprint_lag) $(json_field "$b" fingerprint_match) $(json_field "$bi" records_per_s) $backlog_hwm $solo_sched$replica_sched" >> "$WORK/bulk"
     keep "$WORK/bulk-timeline-$run.tsv"
   done
   # Columns: round, records/s direct, no replica, with a replica, replica alone; lags (count,
   # owed, fingerprint), identical; peak RSS of both proxies in their runs, then RSS after;
   # replica alone in batches of 5,000; backlog: first rise, count equal, identical (seconds
   # after SIGCONT), identical; records/s through the proxy while the replica was stopped; the
-  # proxy's peak RSS from the backlog's first batch until the replica had it all.
+  # proxy's peak RSS from the backlog's first batch until the replica had it all; during the
+  # ingest without a replica, then with one: the proxy's seconds on a CPU and waiting for one,
+  # the primary's the same.
   keep "$WORK/bulk"
   col() { cut -d' ' -f"$1" "$WORK/bulk" | median; }
   echo
@@ -222,6 +228,7 @@ if section bulk; then
   echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from SIGCONT until both counts are whole, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical (counts are read from the replica, which answers them late while it applies a batch of 5,000: a resolution of seconds)"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
+  echo "during the ingest, without a replica / with one, seconds: proxy on a CPU $(col 21) / $(col 25), waiting for one $(col 22) / $(col 26); primary on a CPU $(col 23) / $(col 27), waiting for one $(col 24) / $(col 28)"
   downs=$(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -o 'instance [^ ]* ([^)]*) is DOWN' | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s%s %d", sep, $2, $1; sep = ", " }')
   echo "instances marked down during the section, by name: ${downs:-none} (the replica is stopped on purpose once a round, for the backlog; a probe gets 2 s)"
   keep "$WORK/proxy-sqlite/log"

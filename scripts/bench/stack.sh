@@ -135,6 +135,20 @@ reset_hwm() {
   echo 5 > "/proc/$1/clear_refs"
 }
 
+# sched_now PID...: for each process, the seconds its threads (those alive now) have run on a
+# CPU and have waited runnable for one (schedstat); sched_since "$(sched_now PID...)" PID...:
+# the same, counted from that snapshot.
+sched_now() {
+  for pid in "$@"; do
+    cat /proc/"$pid"/task/*/schedstat | awk '{ r += $1; w += $2 } END { printf "%.2f %.2f ", r / 1e9, w / 1e9 }'
+  done
+}
+sched_since() {
+  local before=$1
+  shift
+  echo "$(sched_now "$@") $before" | awk '{ n = NF / 2; for (i = 1; i <= n; i++) printf "%.2f ", $i - $(i + n) }'
+}
+
 # anon_mb PID: the anonymous part of its RSS (heap, stacks), in MB.
 anon_mb() {
   awk '/RssAnon/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"
