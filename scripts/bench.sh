@@ -166,8 +166,14 @@ if section bulk; then
   start_proxy proxy-solo PRIMARY_URL="$DIRECT"
   SOLO=$PROXY SOLO_PID=$PROXY_PID PROXY=${SAVED[0]} PROXY_PID=${SAVED[1]}
   : > "$WORK/bulk"
+  : > "$WORK/probe"
   for run in $(seq 1 "$BULK_RUNS"); do
+    # What the proxy's health probe would see meanwhile, sent from where the proxy runs.
+    "${PIN1[@]}" python3 scripts/bench/probe.py "$DIRECT/api/v2/healthcheck" "$WORK/probe" &
+    probe=$!
     d=$($BULK "$DIRECT" "bulk-direct-$run" "$BULK_RECORDS" 384 500)
+    kill "$probe"
+    wait "$probe" || true
     reset_hwm "$SOLO_PID"
     before=$(sched_now "$SOLO_PID" "$PRIMARY_PID")
     s=$($BULK "$SOLO" "bulk-solo-$run" "$BULK_RECORDS" 384 500)
@@ -228,6 +234,8 @@ if section bulk; then
   echo "catch-up of a backlog: the replica stopped (SIGSTOP) while the same ingest went through the proxy, then let go (SIGCONT); records/s from SIGCONT until both counts are whole, ratio against the replica alone in batches of 5,000; lag: seconds from SIGCONT to the first rise / count equal / identical (counts are read from the replica, which answers them late while it applies a batch of 5,000: a resolution of seconds)"
   echo "ratio: against direct (into the primary), median over rounds; \"replica alone\" is the same ingest sent straight to the replica server, the pace it can take on its own"
   echo "proxy RSS after the rounds: without a replica $(col 12) MB, with one $(col 13) MB"
+  pct() { sort -g "$WORK/probe" | awk -v p="$1" '{ v[NR] = $1 } END { print v[int((NR - 1) * p) + 1] }'; }
+  echo "the primary's healthcheck while it ingested directly, one probe at a time from CPU 1: p50 $(pct 0.5) ms, p99 $(pct 0.99) ms, max $(pct 1) ms ($(wc -l < "$WORK/probe") probes; the proxy's own probe times out after 2 s)"
   echo "during the ingest, without a replica / with one, seconds: proxy on a CPU $(col 21) / $(col 25), waiting for one $(col 22) / $(col 26); primary on a CPU $(col 23) / $(col 27), waiting for one $(col 24) / $(col 28)"
   downs=$(cat "$WORK"/proxy-sqlite/log "$WORK"/proxy-solo/log | grep -o 'instance [^ ]* ([^)]*) is DOWN' | awk '{ print $2 }' | sort | uniq -c | awk '{ printf "%s%s %d", sep, $2, $1; sep = ", " }')
   echo "instances marked down during the section, by name: ${downs:-none} (the replica is stopped on purpose once a round, for the backlog; a probe gets 2 s)"
