@@ -1,5 +1,6 @@
 //! Replay reads what an instance owes in windows bounded in bytes as well as in entries, so its
-//! memory does not grow with the writes' sizes; a window always holds one entry, however large.
+//! memory does not grow with the writes' sizes; a window always holds one entry, however large,
+//! and ends before an entry still executing, whose body it does not read.
 //! Against the real stores (an SQLite file, a PostgreSQL server), no Chroma needed.
 
 mod support;
@@ -10,7 +11,7 @@ use actix_web::web::Bytes;
 use chroma_ha::config::DatabaseUrl;
 use chroma_ha::instance::InstanceName;
 use chroma_ha::policy::Scope;
-use chroma_ha::wal::models::{Seq, WriteRecord};
+use chroma_ha::wal::models::{EntryState, Resolution, Seq, WriteRecord};
 use chroma_ha::wal::store::WalStore;
 use support::WalBackend;
 
@@ -38,6 +39,17 @@ fn owed_windows(wal: WalBackend) {
     let records: Vec<WriteRecord> = sizes.iter().enumerate().map(|(n, s)| record(n, *s)).collect();
     let refs: Vec<&WriteRecord> = records.iter().collect();
     store.commit(Seq(1), &refs, &[], 0).expect("append");
+    // Executed on the primary, all but the last, which is still executing.
+    let executed = |seq: i64| Resolution {
+        seq: Seq(seq),
+        state: EntryState::Committed,
+        status: Some(200),
+        response: None,
+        error: None,
+        applied_on: Some(InstanceName::new("primary".into())),
+    };
+    let resolutions: Vec<Resolution> = (1..=12).map(executed).collect();
+    store.commit(Seq(14), &[], &resolutions, 0).expect("record outcomes");
 
     let window = store.pending(&replica, Seq(0), 2_000, 3 * MB as i64).unwrap();
     let seqs: Vec<i64> = window.entries.iter().map(|p| p.entry.seq.0).collect();
@@ -48,8 +60,15 @@ fn owed_windows(wal: WalBackend) {
     assert_eq!(seqs, [11], "one entry larger than the budget still comes alone");
     assert_eq!(window.entries[0].entry.body.len(), 5 * MB);
     let window = store.pending(&replica, Seq(11), 2_000, 3 * MB as i64).unwrap();
+    let seqs: Vec<i64> = window.entries.iter().map(|p| p.entry.seq.0).collect();
+    assert_eq!(seqs, [12], "the window ends before the entry still executing");
+    assert!(window.in_flight && !window.more);
+    let window = store.pending(&replica, Seq(12), 2_000, 3 * MB as i64).unwrap();
+    assert!(window.entries.is_empty() && window.in_flight);
+    store.commit(Seq(14), &[], &[executed(13)], 0).expect("record the last outcome");
+    let window = store.pending(&replica, Seq(11), 2_000, 3 * MB as i64).unwrap();
     assert_eq!(window.entries.len(), 2);
-    assert!(!window.more, "nothing owed after the last");
+    assert!(!window.more && !window.in_flight, "nothing owed after the last");
     let window = store.pending(&replica, Seq(0), 2, 64 * MB as i64).unwrap();
     assert_eq!((window.entries.len(), window.more), (2, true), "the entry limit holds too");
     assert!(store.pending(&replica, Seq(13), 2_000, MB as i64).unwrap().entries.is_empty());

@@ -33,8 +33,8 @@ use crate::policy::{self, Claim, Scope};
 use crate::progress::Progress;
 use crate::tls::UpstreamTls;
 use crate::upstream::{self, FencedBody, UpstreamError};
-use crate::wal::models::{EntryRow, EntryState, PendingEntry, Seq};
-use crate::wal::store::{WalError, WalStore};
+use crate::wal::models::{EntryRow, PendingEntry, Seq};
+use crate::wal::store::{WalError, WalStore, Window};
 use awc::error::PayloadError;
 
 /// Entries read from the log per round.
@@ -449,22 +449,16 @@ impl LaneRun {
             loop {
                 let lane = name.clone();
                 let read = self.blocking(move |s| s.pending(&lane, after, WINDOW, WINDOW_BYTES));
-                let (window, full) = match read.await {
-                    Ok(window) => (window.entries, window.more),
+                let Window { entries, more: full, in_flight } = match read.await {
+                    Ok(window) => window,
                     Err(e) => return self.store_trouble("replay paused", &e),
                 };
-                let Some(last) = window.last().map(|p| p.entry.seq) else {
-                    return LaneEnd::Idle;
+                let Some(last) = entries.last().map(|p| p.entry.seq) else {
+                    return if in_flight { LaneEnd::InFlight } else { LaneEnd::Idle };
                 };
                 after = last;
-                let read = window.len();
-                let ready: Vec<PendingEntry> = window
-                    .into_iter()
-                    .take_while(|p| p.entry.state != EntryState::Logged)
-                    .collect();
-                let in_flight = ready.len() < read;
                 let runnable: Vec<PendingEntry> =
-                    ready.into_iter().filter(|p| !held_back(&blockers, p)).collect();
+                    entries.into_iter().filter(|p| !held_back(&blockers, p)).collect();
                 for batch in plan(&runnable, max_batch) {
                     match self.apply_batch(batch).await {
                         Step::Next => {}
@@ -927,7 +921,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::wal::models::EntryRow;
+    use crate::wal::models::{EntryRow, EntryState};
 
     const PATH: &str =
         "/api/v2/tenants/t/databases/d/collections/11111111-2222-3333-4444-555555555555";

@@ -285,8 +285,11 @@ pub enum Appended {
 pub struct Window {
     /// In log order.
     pub entries: Vec<PendingEntry>,
-    /// Whether more are owed after them.
+    /// Whether more are owed after them, ready to be read at once.
     pub more: bool,
+    /// Whether the window stops before an entry still executing (`logged`), whose outcome
+    /// decides what follows it.
+    pub in_flight: bool,
 }
 
 diesel::define_sql_function! {
@@ -781,22 +784,26 @@ impl WalStore {
                 .filter(wal_applied::instance.eq(instance))
                 .filter(wal_applied::state.eq(ApplyState::Pending))
                 .filter(wal_applied::seq.gt(after));
-            // Sizes first, bodies only of the entries that fit.
-            let sizes: Vec<(Seq, i32)> = owed
+            // Sizes first, bodies only of the entries that fit, and none from the first entry
+            // still executing on: replay looks again every few milliseconds while a large
+            // write runs, and read its body each time.
+            let sizes: Vec<(Seq, i32, EntryState)> = owed
                 .order(wal_applied::seq)
                 .limit(limit + 1)
-                .select((wal_applied::seq, length(wal_entries::body)))
+                .select((wal_applied::seq, length(wal_entries::body), wal_entries::state))
                 .load(conn)?;
             let (mut total, mut fit) = (0i64, 0usize);
-            for (_, size) in sizes.iter().take(limit as usize) {
-                if fit > 0 && total + i64::from(*size) > max_bytes {
+            let mut in_flight = false;
+            for (_, size, state) in sizes.iter().take(limit as usize) {
+                in_flight = *state == EntryState::Logged;
+                if in_flight || (fit > 0 && total + i64::from(*size) > max_bytes) {
                     break;
                 }
                 total += i64::from(*size);
                 fit += 1;
             }
-            let Some((last, _)) = fit.checked_sub(1).map(|n| sizes[n]) else {
-                return Ok(Window::default());
+            let Some((last, ..)) = fit.checked_sub(1).map(|n| sizes[n]) else {
+                return Ok(Window { in_flight, ..Window::default() });
             };
             let rows: Vec<(EntryRow, i32)> = owed
                 .filter(wal_applied::seq.le(last))
@@ -807,7 +814,7 @@ impl WalStore {
                 .into_iter()
                 .map(|(entry, attempts)| PendingEntry { entry, attempts })
                 .collect();
-            Ok(Window { entries, more: sizes.len() > fit })
+            Ok(Window { entries, more: !in_flight && sizes.len() > fit, in_flight })
         })
     }
 
