@@ -784,9 +784,9 @@ impl WalStore {
                 .filter(wal_applied::instance.eq(instance))
                 .filter(wal_applied::state.eq(ApplyState::Pending))
                 .filter(wal_applied::seq.gt(after));
-            // Sizes first, bodies only of the entries that fit, and none from the first entry
-            // still executing on: replay looks again every few milliseconds while a large
-            // write runs, and read its body each time.
+            // Sizes and states first; then bodies only of the entries that fit, and none from
+            // the first entry still executing on (replay looks again every 20 ms while a write
+            // runs, and would read its body each time).
             let sizes: Vec<(Seq, i32, EntryState)> = owed
                 .order(wal_applied::seq)
                 .limit(limit + 1)
