@@ -50,19 +50,6 @@ def cpu_seconds(pid):
         return float("nan")
 
 
-def wait_seconds(pid):
-    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat's second
-    field, summed over the threads alive now)."""
-    total = 0
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[1])
-    except OSError:
-        pass
-    return total / 1e9
-
-
 class Copy:
     """One instance's copy of one collection, read from the instance itself."""
 
@@ -118,7 +105,6 @@ class Timeline:
             row = [round(time.time() - self.start, 3), self.progress(), self.replica.count(),
                    owed(self.proxy) if self.proxy else -1]
             row += [round(cpu_seconds(p), 2) for p in self.pids.values()]
-            row += [round(wait_seconds(p), 2) for p in self.pids.values()]
             self.rows.append(row)
             time.sleep(0.05 if self._fast.is_set() else 0.25)
 
@@ -129,8 +115,7 @@ class Timeline:
         self._stop.set()
         self.thread.join()
         with open(path, "w") as f:
-            f.write("\t".join(["t", "acked", "replica", "owed"] + [f"cpu_{p}" for p in self.pids]
-                               + [f"wait_{p}" for p in self.pids]) + "\n")
+            f.write("\t".join(["t", "acked", "replica", "owed"] + [f"cpu_{p}" for p in self.pids]) + "\n")
             for row in self.rows:
                 f.write("\t".join(map(str, row)) + "\n")
 

@@ -31,21 +31,16 @@ BULK="$VENV/bin/python scripts/bench/bulk.py"
 metrics() {
   { curl -sf "$1/metrics" || true; } | awk '/^chroma_ha_wal_append_seconds_(sum|count)/ || /^chroma_ha_request_seconds_(sum|count).*write/ { print "  " $0 }'
 }
-# sched PID: CPU seconds and seconds waiting for a CPU, summed over its threads (schedstat).
-sched() {
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ run += $1; wait += $2 } END { printf "%.2f %.2f\n", run / 1e9, wait / 1e9 }'
-}
 run() {
-  local label=$1 url=$2 name=$3 p0 r0 p1 r1 started out
+  local label=$1 url=$2 name=$3 before started out spent
   shift 3
   case " $RUNS " in *" $label "*) ;; *) return 0 ;; esac
-  p0=$(sched "$PRIMARY_PID") r0=$(sched "$REPLICA_PID") started=$(date +%s.%N)
+  before=$(sched_now "$PRIMARY_PID" "$REPLICA_PID") started=$(date +%s.%N)
   out=$($BULK "$url" "$name" "$N" 384 500 "$@")
-  p1=$(sched "$PRIMARY_PID") r1=$(sched "$REPLICA_PID")
+  read -ra spent <<< "$(sched_since "$before" "$PRIMARY_PID" "$REPLICA_PID")"
   printf '%-8s %s\n' "$label" "$out"
-  awk -v p0="$p0" -v p1="$p1" -v r0="$r0" -v r1="$r1" -v t="$(echo "$(date +%s.%N) - $started" | bc)" 'BEGIN {
-    split(p0, a, " "); split(p1, b, " "); split(r0, c, " "); split(r1, d, " ")
-    printf "  %.1f s wall; primary on CPU %.1f s, waiting for CPU %.1f s; replica on CPU %.1f s, waiting for CPU %.1f s\n", t, b[1] - a[1], b[2] - a[2], d[1] - c[1], d[2] - c[2] }'
+  printf '  %.1f s wall; primary on CPU %.1f s, waiting for CPU %.1f s; replica on CPU %.1f s, waiting for CPU %.1f s\n' \
+    "$(echo "$(date +%s.%N) - $started" | bc)" "${spent[@]}"
   metrics "$url"
   [ "$url" = "$PRIMARY" ] || echo "  proxy RSS $(rss_mb "$(proxy_pid "$url")") MB (anonymous $(anon_mb "$(proxy_pid "$url")") MB), peak $(hwm_mb "$(proxy_pid "$url")") MB"
 }

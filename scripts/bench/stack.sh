@@ -137,10 +137,10 @@ reset_hwm() {
 
 # sched_now PID...: for each process, the seconds its threads (those alive now) have run on a
 # CPU and have waited runnable for one (schedstat); sched_since "$(sched_now PID...)" PID...:
-# the same, counted from that snapshot.
+# the same, counted from that snapshot. A thread that ends while it is read is left out.
 sched_now() {
   for pid in "$@"; do
-    cat /proc/"$pid"/task/*/schedstat | awk '{ r += $1; w += $2 } END { printf "%.2f %.2f ", r / 1e9, w / 1e9 }'
+    { cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true; } | awk '{ r += $1; w += $2 } END { printf "%.2f %.2f ", r / 1e9, w / 1e9 }'
   done
 }
 sched_since() {
