@@ -67,6 +67,21 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// `SIGSTOP`, and wait until every thread of the process is stopped: kill(2) returns once the
+/// signal is pending, and on a busy machine a thread can go on serving a request for a while.
+fn freeze(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    wait_until(&format!("process {pid} is stopped"), Duration::from_secs(10), || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().all(|task| {
+            // `pid (comm) state ...`: the state follows the last `)`; a zombie runs no more.
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat.rfind(')').and_then(|end| stat[end + 1..].trim_start().chars().next());
+            matches!(state, Some('T' | 't' | 'Z'))
+        })
+    });
+}
+
 /// `kill -9` (after `SIGCONT`, in case it is frozen) and reap a child we started, if running.
 fn kill9(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
@@ -222,7 +237,7 @@ impl Chroma {
 
     /// Freezes the server: it keeps its sockets but answers nothing.
     pub fn sigstop(&self) {
-        signal(self.pid(), libc::SIGSTOP);
+        freeze(self.pid());
     }
 
     /// Thaws a frozen server.
@@ -324,7 +339,7 @@ impl Proxy {
 
     /// Freezes the proxy: it keeps its sockets but answers nothing.
     pub fn sigstop(&self) {
-        signal(self.pid(), libc::SIGSTOP);
+        freeze(self.pid());
     }
 
     /// Thaws a frozen proxy.
