@@ -192,17 +192,22 @@ impl Calls {
         Ok((answer.status, value))
     }
 
-    /// The names of `tenant`'s databases on `instance`; `None` when it lacks the tenant.
+    /// The names of `tenant`'s databases on `instance`; `None` when it lacks the tenant. The
+    /// tenant itself is asked first: Chroma 1.5.9 lists (and makes) databases of a tenant it
+    /// does not have, so an empty list does not say the tenant is there.
     pub async fn databases(
         &self,
         instance: InstanceId,
         tenant: &str,
     ) -> Outcome<Option<Vec<String>>> {
-        let path = format!("/api/v2/tenants/{tenant}/databases");
+        let path = format!("/api/v2/tenants/{tenant}");
         let (status, answer) = self.call(instance, Method::GET, &path, None).await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        ok(status, &answer, &path)?;
+        let path = format!("{path}/databases");
+        let (status, answer) = self.call(instance, Method::GET, &path, None).await?;
         ok(status, &answer, &path)?;
         let names = answer.as_array().into_iter().flatten();
         Ok(Some(names.filter_map(|db| db.get("name")?.as_str().map(str::to_string)).collect()))

@@ -11,11 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{
-    Chroma, DB, Proxy, fingerprint, get, python, python_command, python_result, spawn_workload,
-    wait_until,
+    Chroma, DB, Proxy, fingerprint, get, post, python, python_command, python_result,
+    spawn_workload, wait_until,
 };
+
+/// The database of the test's own tenant.
+const TEAM_DB: &str = "/api/v2/tenants/team/databases/work";
 
 /// Whether two fingerprints hold the same collections and records: ids, documents and
 /// metadatas exactly, embeddings within one step of the fingerprint's rounding (Chroma moves a
@@ -195,7 +198,7 @@ fn adopting_a_full_primary_seeds_the_empty_replica_while_every_read_stays_right(
     assert_eq!(first["state"], "seeding", "held from the first request on: {first}");
     let reads = python("seed_reads.py", &[&proxy.url(), &primary.url(), "replica"]);
     let reads = python_result(&reads);
-    assert_eq!(reads["wrong"], serde_json::json!([]), "reads through the proxy: {reads}");
+    assert_eq!(reads["wrong"], json!([]), "reads through the proxy: {reads}");
     assert!(reads["rounds_while_seeding"].as_u64().unwrap() >= 1, "{reads}");
     seeded(&proxy, Duration::from_secs(120));
     let print = wait_equivalent(&primary, &replica_chroma, Duration::from_secs(60));
@@ -232,7 +235,7 @@ fn writes_during_the_seeding_end_as_their_oracle_on_both_instances() {
     let workload = spawn_workload(&proxy, "online", 120);
     let written = python_result(&writer.wait_with_output().unwrap());
     let result = python_result(&workload.wait_with_output().unwrap());
-    assert_eq!(written["failures"], serde_json::json!([]), "{}", written["failures"]);
+    assert_eq!(written["failures"], json!([]), "{}", written["failures"]);
     assert_eq!(result["failures"].as_array().unwrap().len(), 0, "{}", result["failures"]);
     seeded(&proxy, Duration::from_secs(120));
     let print = wait_equivalent(&primary, &replica_chroma, Duration::from_secs(60));
@@ -312,4 +315,73 @@ fn with_seeding_off_an_empty_replica_is_left_alone() {
     assert_eq!(r["state"], "healthy", "{r}");
     assert!(r["seeding"]["running"].is_null() && r["seeding"]["last"].is_null(), "{r}");
     assert!(replica_chroma.collection_names().is_empty(), "nothing was copied");
+}
+
+/// A replica whose data is lost while the proxy runs (down, then started on an empty directory,
+/// as after a reset that Chroma could not finish) is held when it comes back, seeded from the
+/// primary again, and serves the same records under the same canonical ids; writes reach it.
+#[test]
+fn a_replica_that_comes_back_empty_is_seeded_again() {
+    let primary = Chroma::start("primary");
+    let mut replica_chroma = Chroma::start("replica");
+    let proxy = Proxy::start(
+        &primary,
+        &[&replica_chroma],
+        &[("READ_REPLICA_RATIO", "1"), ("CHECK_INTERVAL", "1")],
+    );
+    let counts = python_result(&python("seed_data.py", &[&proxy.url()]));
+    assert_eq!(counts["docs"], 1000);
+    // And a tenant of its own, with a database and a collection of three records.
+    let url = proxy.url();
+    let place = format!("{url}{TEAM_DB}");
+    assert_eq!(post(&format!("{url}/api/v2/tenants"), json!({"name": "team"})).status, 200);
+    let made = post(&format!("{url}/api/v2/tenants/team/databases"), json!({"name": "work"}));
+    assert_eq!(made.status, 200, "{made:?}");
+    let made = post(&format!("{place}/collections"), json!({"name": "tasks"}));
+    assert_eq!(made.status, 200, "{made:?}");
+    let tasks = made.body["id"].as_str().unwrap().to_string();
+    let records =
+        json!({"ids": ["t1", "t2", "t3"], "embeddings": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]});
+    assert_eq!(post(&format!("{place}/collections/{tasks}/add"), records).status, 201);
+    wait_equivalent(&primary, &replica_chroma, Duration::from_secs(60));
+    let docs = get(&format!("{url}{DB}/collections/docs")).body["id"].clone();
+
+    replica_chroma.kill9();
+    wait_until("the proxy sees the replica down", Duration::from_secs(30), || {
+        replica(&proxy)["healthy"] == false
+    });
+    replica_chroma.empty_data();
+    replica_chroma.spawn();
+    assert!(replica_chroma.collection_names().is_empty());
+    wait_until("the replica is seeded again", Duration::from_secs(120), || {
+        events(&proxy, "seeded") == 1
+    });
+    seeded(&proxy, Duration::from_secs(60));
+    wait_equivalent(&primary, &replica_chroma, Duration::from_secs(60));
+    assert_same_collections(&primary, &replica_chroma);
+    // The tenant is made there, not only its database (Chroma makes a database of a tenant it
+    // lacks), and its collection holds its records.
+    let tenant = get(&format!("{}/api/v2/tenants/team", replica_chroma.url()));
+    assert_eq!(tenant.status, 200, "{tenant:?}");
+    let copied = get(&format!("{}{TEAM_DB}/collections/tasks", replica_chroma.url()));
+    assert_eq!(copied.status, 200, "{copied:?}");
+    let id = copied.body["id"].as_str().unwrap();
+    let count = get(&format!("{}{TEAM_DB}/collections/{id}/count", replica_chroma.url()));
+    assert_eq!(count.body, json!(3), "{count:?}");
+
+    // Reads go to the replica first (READ_REPLICA_RATIO=1), under the ids clients already hold.
+    let before = proxy.served("replica", "reads");
+    let docs = docs.as_str().unwrap();
+    let count = get(&format!("{url}{DB}/collections/{docs}/count"));
+    assert_eq!((count.status, count.body.clone()), (200, json!(1000)), "{count:?}");
+    let count = get(&format!("{place}/collections/{tasks}/count"));
+    assert_eq!((count.status, count.body.clone()), (200, json!(3)), "{count:?}");
+    assert!(proxy.served("replica", "reads") >= before + 2, "the seeded replica serves reads");
+    let add = post(
+        &format!("{url}{DB}/collections/{docs}/add"),
+        json!({"ids": ["after-seeding"], "embeddings": [vec![0.5; 8]]}),
+    );
+    assert_eq!(add.status, 201, "{add:?}");
+    let print = wait_equivalent(&primary, &replica_chroma, Duration::from_secs(30));
+    assert_eq!(print["docs"]["ids"].as_array().unwrap().len(), 1001);
 }

@@ -209,6 +209,13 @@ impl Chroma {
 
     /// Starts the server again on the same port and data, after [`Chroma::kill9`].
     pub fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("chroma {} did not start: {why}", self.name);
+        }
+    }
+
+    /// [`Chroma::spawn`], or the tail of the server's log if it exits before its heartbeat.
+    pub fn try_spawn(&mut self) -> Result<(), String> {
         let log = File::options().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(venv().join("bin/chroma"))
             .arg("run")
@@ -219,11 +226,28 @@ impl Chroma {
             .stderr(log)
             .spawn()
             .expect("spawn chroma");
-        self.child = Some(child);
         let url = format!("{}/api/v2/heartbeat", self.url());
-        wait_until(&format!("chroma {} heartbeat", self.name), Duration::from_secs(60), || {
-            try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200)
+        let what = format!("chroma {} heartbeat", self.name);
+        let child = self.child.insert(child);
+        let mut exited = None;
+        wait_until(&what, Duration::from_secs(60), || {
+            exited = child.try_wait().ok().flatten();
+            exited.is_some() || try_request("GET", &url, &[], None).is_ok_and(|a| a.status == 200)
         });
+        match exited {
+            None => Ok(()),
+            Some(status) => {
+                self.child = None;
+                Err(format!("it exited ({status}):\n{}", log_tail(&self.log_path(), 20)))
+            }
+        }
+    }
+
+    /// Empties the data directory of a stopped server, as an operator does with one Chroma
+    /// cannot open any more.
+    pub fn empty_data(&self) {
+        assert!(self.child.is_none(), "chroma {} is running", self.name);
+        std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
     }
 
     fn log_path(&self) -> PathBuf {
