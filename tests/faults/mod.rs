@@ -136,9 +136,9 @@ impl Cluster {
 
     fn heal(&mut self, target: Target, fault: Fault) {
         match (target, fault) {
-            (Target::Primary, Fault::Kill) => self.primary.spawn(),
+            (Target::Primary, Fault::Kill) => start_again(&mut self.primary),
             (Target::Primary, Fault::Pause) => self.primary.sigcont(),
-            (Target::Replica, Fault::Kill) => self.replica.spawn(),
+            (Target::Replica, Fault::Kill) => start_again(&mut self.replica),
             (Target::Replica, Fault::Pause) => self.replica.sigcont(),
             (Target::Proxy | Target::Follower, fault) => {
                 let i = self.proxy_of(target);
@@ -150,6 +150,18 @@ impl Cluster {
             (Target::Postgres, _) => self.postgres.start_again(),
         }
     }
+}
+
+/// Starts a killed Chroma again. Chroma 1.5.9 drops its tables one by one on a reset, outside a
+/// transaction (`SqliteDb::reset`): killed in the middle of one, it cannot open its data again
+/// ("table ... already exists"). An operator then empties its directory, and the proxy seeds
+/// the instance from the other one; so does this.
+fn start_again(chroma: &mut Chroma) {
+    let Err(why) = chroma.try_spawn() else { return };
+    assert!(why.contains("already exists"), "chroma {} did not start again: {why}", chroma.name);
+    eprintln!("chroma {} was killed during a reset and cannot open its data: emptied", chroma.name);
+    chroma.empty_data();
+    chroma.spawn();
 }
 
 /// Runs the schedule of `seed` and checks the outcome; with `resets`, [`RESETS`] resets at
